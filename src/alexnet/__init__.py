@@ -1,0 +1,1 @@
+"""A faithful reproduction of AlexNet (Krizhevsky, Sutskever and Hinton, NIPS 2012)."""

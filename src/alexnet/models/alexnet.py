@@ -1,0 +1,248 @@
+"""AlexNet (Krizhevsky, Sutskever and Hinton, NIPS 2012), the whole net in one file.
+
+Layout (Sec. 3.5, Fig. 2), at the default 227x227 crop:
+
+    conv1  96 11x11/4        -> act -> LRN -> max-pool 3/2      55 -> 27
+    conv2 256  5x5 pad 2, g2 -> act -> LRN -> max-pool 3/2      27 -> 13
+    conv3 384  3x3 pad 1, g1 -> act      (sees both columns)    13
+    conv4 384  3x3 pad 1, g2 -> act                             13
+    conv5 256  3x3 pad 1, g2 -> act -> max-pool 3/2             13 -> 6
+    fc6 4096 -> act -> dropout
+    fc7 4096 -> act -> dropout
+    fc8 num_classes (logits; the softmax lives in the loss)
+
+The "two GPUs" of Sec. 3.2 are two columns: conv1's first 48 kernels (and LRN1's window) form
+column 0, its last 48 column 1, and conv2/conv4/conv5 use ``groups=2`` so that each column sees
+only its own half of the previous layer; conv3 and the FC layers see everything. Splitting the
+net onto two devices is therefore a matter of slicing each layer's weights along the channel axis.
+"""
+
+from torch import Tensor, nn
+
+from .lrn import LocalResponseNorm, check_lrn_convention
+
+ACTIVATIONS: tuple[str, ...] = ("relu", "tanh")
+POOLINGS: tuple[str, ...] = ("overlapping", "plain")
+INITS: tuple[str, ...] = ("paper", "default")
+COLUMNS: tuple[int, ...] = (1, 2)
+REMOVABLE_CONVS: tuple[int, ...] = (3, 4)
+
+# Kernels in conv1..conv5. Two columns: Sec. 3.5. One GPU (Sec. 3.2, footnote): half as many
+# kernels in every conv layer except the last, which keeps 256; the FC layers are unchanged.
+CONV_CHANNELS: dict[int, tuple[int, int, int, int, int]] = {
+    2: (96, 256, 384, 384, 256),
+    1: (48, 128, 192, 192, 256),
+}
+
+# (kernel, stride) of every pooling layer. Overlapping z=3, s=2 (Sec. 3.4); its comparison z=2,
+# s=2 gives the same output sizes 55 -> 27 -> 13 -> 6.
+POOL_GEOMETRY: dict[str, tuple[int, int]] = {"overlapping": (3, 2), "plain": (2, 2)}
+
+# Names of the spatial sizes returned by feature_sizes(), in order.
+FEATURE_LAYERS: tuple[str, ...] = (
+    "conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5",
+)  # fmt: skip
+
+HIDDEN_FC: int = 4096  # fc6 and fc7 (Sec. 3.5)
+
+# Sec. 5: biases are 1 in these layers (so ReLUs start in their positive region), 0 elsewhere.
+_BIAS_ONE_LAYERS = frozenset({"conv2", "conv4", "conv5", "fc6", "fc7"})
+_LAYER_NAMES = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+
+
+def _out_size(size: int, kernel: int, stride: int) -> int:
+    """Output size of an unpadded window (floor mode); 0 when the window does not fit."""
+    return (size - kernel) // stride + 1 if size >= kernel else 0
+
+
+def _sizes(crop_size: int, kernel: int, stride: int) -> list[int]:
+    conv1 = _out_size(crop_size, 11, 4)
+    pool1 = _out_size(conv1, kernel, stride)
+    conv2 = pool1  # 5x5, pad 2 keeps the size
+    pool2 = _out_size(conv2, kernel, stride)
+    conv3 = conv4 = conv5 = pool2  # 3x3, pad 1 keeps the size
+    pool5 = _out_size(conv5, kernel, stride)
+    return [conv1, pool1, conv2, pool2, conv3, conv4, conv5, pool5]
+
+
+def feature_sizes(crop_size: int, pooling: str = "overlapping") -> list[int]:
+    """Spatial output size of each of :data:`FEATURE_LAYERS` for a square ``crop_size`` input.
+
+    At 227 this is [55, 27, 27, 13, 13, 13, 13, 6] for both pooling modes. Raises ValueError for
+    an unknown ``pooling`` or a crop too small to leave at least a 1x1 map after pool5.
+    """
+    if pooling not in POOL_GEOMETRY:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    kernel, stride = POOL_GEOMETRY[pooling]
+    sizes = _sizes(crop_size, kernel, stride)
+    if sizes[-1] < 1:
+        smallest = next(c for c in range(11, 10_000) if _sizes(c, kernel, stride)[-1] >= 1)
+        raise ValueError(
+            f"crop_size={crop_size} is too small for pooling={pooling!r}: "
+            f"need crop_size >= {smallest} to get a 1x1 map after pool5"
+        )
+    return sizes
+
+
+def _activation(name: str) -> nn.Module:
+    # Sec. 3.1: ReLU (non-saturating) versus the saturating tanh it replaced.
+    return nn.ReLU() if name == "relu" else nn.Tanh()
+
+
+class AlexNet(nn.Module):
+    """The paper's ImageNet network (Sec. 3), with every ablation of the paper as a switch.
+
+    Input: raw, mean-subtracted RGB values on the 0-255 pixel scale (Sec. 2: "raw (centred) RGB
+    values"), float NCHW of shape (B, 3, crop_size, crop_size). The model does no normalisation.
+    Output: logits (B, num_classes).
+
+    Args:
+        num_classes: size of fc8 (>= 2).
+        columns: 2 = the paper's two-column net (Sec. 3.2, Fig. 2, 60,965,224 parameters at 1000
+            classes); 1 = the one-GPU comparison net of the Sec. 3.2 footnote, 48-128-192-192-256
+            kernels, no grouping (59,798,312 parameters).
+        activation: "relu" or "tanh" (Sec. 3.1), after every conv and hidden FC layer.
+        lrn: local response normalisation after the activation of conv1 and conv2, before their
+            pooling (Sec. 3.3). In the two-column net each column is normalised on its own.
+        lrn_convention, lrn_size, lrn_alpha, lrn_beta, lrn_k: see :class:`LocalResponseNorm`.
+        pooling: "overlapping" (3x3, stride 2, Sec. 3.4) or "plain" (2x2, stride 2).
+        dropout: drop probability on the outputs of fc6 and fc7 (Sec. 4.2), in [0, 1).
+        init: "paper" (Sec. 5): weights N(0, 0.01^2), biases ``bias_init`` in conv2, conv4, conv5,
+            fc6, fc7 and 0 in conv1, conv3, fc8; "default": PyTorch's own initialisation.
+        bias_init: the paper's "1" biases. Caffe's replication found that 1 gave a flat loss at
+            the start and used 0.1, hence the option. Ignored when ``init="default"``.
+        remove_conv: None, 3 or 4: drop one middle conv layer (Sec. 7, depth). Removing conv4
+            changes no other shape; removing conv3 makes conv4 take conv2's output directly
+            (still grouped per column).
+        crop_size: input height and width. The paper says 224, but an unpadded 11x11 stride-4
+            conv gives 55x55 only from 227 (Caffe crops 227; torchvision pads a 224 input), so
+            227 is the default. fc6's input size follows from it (227 -> 256 x 6 x 6 = 9216).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        *,
+        columns: int = 2,
+        activation: str = "relu",
+        lrn: bool = True,
+        lrn_convention: str = "paper",
+        lrn_size: int = 5,
+        lrn_alpha: float = 1e-4,
+        lrn_beta: float = 0.75,
+        lrn_k: float | None = None,
+        pooling: str = "overlapping",
+        dropout: float = 0.5,
+        init: str = "paper",
+        bias_init: float = 1.0,
+        remove_conv: int | None = None,
+        crop_size: int = 227,
+    ) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        if columns not in COLUMNS:
+            raise ValueError(f"columns must be one of {COLUMNS}, got {columns!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        check_lrn_convention(lrn_convention)
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        if remove_conv is not None and remove_conv not in REMOVABLE_CONVS:
+            raise ValueError(
+                f"remove_conv must be None or one of {REMOVABLE_CONVS}, got {remove_conv!r}"
+            )
+        sizes = feature_sizes(crop_size, pooling)  # raises if the crop is too small
+
+        self.num_classes = num_classes
+        self.columns = columns
+        self.crop_size = crop_size
+        self.remove_conv = remove_conv
+        self.conv_channels = CONV_CHANNELS[columns]
+        c1, c2, c3, c4, c5 = self.conv_channels
+        g = columns  # conv2, conv4 and conv5 see only their own column (Sec. 3.5)
+
+        def norm() -> nn.Module:
+            if not lrn:
+                return nn.Identity()
+            return LocalResponseNorm(
+                lrn_size, lrn_alpha, lrn_beta, lrn_k, convention=lrn_convention, groups=g
+            )
+
+        pool_kernel, pool_stride = POOL_GEOMETRY[pooling]
+
+        # Column-wise layers. conv1 sees the whole image in both columns: groups=1.
+        self.conv1 = nn.Conv2d(3, c1, kernel_size=11, stride=4)
+        self.act1 = _activation(activation)
+        self.norm1 = norm()
+        self.pool1 = nn.MaxPool2d(pool_kernel, pool_stride)
+        self.conv2 = nn.Conv2d(c1, c2, kernel_size=5, padding=2, groups=g)
+        self.act2 = _activation(activation)
+        self.norm2 = norm()
+        self.pool2 = nn.MaxPool2d(pool_kernel, pool_stride)
+        # conv3 is the one conv layer whose kernels see both columns (groups=1).
+        self.conv3: nn.Conv2d | None = None
+        self.act3: nn.Module | None = None
+        if remove_conv != 3:
+            self.conv3 = nn.Conv2d(c2, c3, kernel_size=3, padding=1)
+            self.act3 = _activation(activation)
+        self.conv4: nn.Conv2d | None = None
+        self.act4: nn.Module | None = None
+        if remove_conv != 4:
+            c4_in = c2 if remove_conv == 3 else c3
+            self.conv4 = nn.Conv2d(c4_in, c4, kernel_size=3, padding=1, groups=g)
+            self.act4 = _activation(activation)
+        c5_in = c3 if remove_conv == 4 else c4
+        self.conv5 = nn.Conv2d(c5_in, c5, kernel_size=3, padding=1, groups=g)
+        self.act5 = _activation(activation)
+        self.pool5 = nn.MaxPool2d(pool_kernel, pool_stride)
+
+        # Fully connected layers see all of the previous layer (Sec. 3.5).
+        self.fc6 = nn.Linear(c5 * sizes[-1] ** 2, HIDDEN_FC)
+        self.act6 = _activation(activation)
+        self.drop6 = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.fc7 = nn.Linear(HIDDEN_FC, HIDDEN_FC)
+        self.act7 = _activation(activation)
+        self.drop7 = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.fc8 = nn.Linear(HIDDEN_FC, num_classes)
+
+        if init == "paper":
+            self.init_paper(bias_init)
+
+    def layers(self) -> dict[str, nn.Conv2d | nn.Linear]:
+        """The weight layers present, by name (conv1..conv5, fc6..fc8; removed convs omitted)."""
+        return {n: getattr(self, n) for n in _LAYER_NAMES if getattr(self, n) is not None}
+
+    def init_paper(self, bias_init: float = 1.0) -> None:
+        """Sec. 5: weights N(0, 0.01^2); biases ``bias_init`` in conv2, conv4, conv5, fc6, fc7."""
+        for name, layer in self.layers().items():
+            nn.init.normal_(layer.weight, mean=0.0, std=0.01)
+            nn.init.constant_(layer.bias, bias_init if name in _BIAS_ONE_LAYERS else 0.0)
+
+    def conv_features(self, x: Tensor) -> Tensor:
+        """The pool5 maps, (B, 256, 6, 6) at 227."""
+        x = self.pool1(self.norm1(self.act1(self.conv1(x))))
+        x = self.pool2(self.norm2(self.act2(self.conv2(x))))
+        if self.conv3 is not None:
+            x = self.act3(self.conv3(x))
+        if self.conv4 is not None:
+            x = self.act4(self.conv4(x))
+        return self.pool5(self.act5(self.conv5(x)))
+
+    def embed(self, x: Tensor) -> Tensor:
+        """The last hidden layer, post-activation fc7, (B, 4096): the feature vectors whose
+        Euclidean distances give Fig. 4's nearest neighbours. Call in eval mode for a
+        deterministic result (drop6 is active in training mode)."""
+        x = self.conv_features(x).flatten(1)
+        x = self.drop6(self.act6(self.fc6(x)))
+        return self.act7(self.fc7(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc8(self.drop7(self.embed(x)))
+
+
+__all__ = ["AlexNet", "FEATURE_LAYERS", "feature_sizes"]

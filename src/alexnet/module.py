@@ -1,0 +1,126 @@
+"""The LightningModule that joins a network, the paper's loss and optimisation, and the metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+CONFIG_KEY = "alexnet_config"  # where a checkpoint keeps the resolved training configuration
+
+
+class TopKError(MulticlassAccuracy):
+    """Top-k error rate as a fraction in [0, 1]: the paper reports errors, not accuracies."""
+
+    def __init__(self, num_classes: int, top_k: int) -> None:
+        super().__init__(num_classes=num_classes, top_k=top_k, average="micro")
+
+    def compute(self) -> Tensor:
+        return 1.0 - super().compute()
+
+
+class ImageClassifier(L.LightningModule):
+    """Cross-entropy training of ``net`` with the configured optimizer and LR schedule.
+
+    Logs ``{train,val,test}/loss``, ``*/top1_err``, ``*/top5_err``; a test batch of shape
+    (B, 10, C, H, W) is the paper's 10-crop evaluation (softmax averaged over the patches,
+    Sec. 4.1) and logs under ``test10/``.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        scheduler_monitor: str = "val/top1_err",
+        num_classes: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler_monitor = scheduler_monitor
+        if num_classes is None:
+            num_classes = _output_features(net)
+        self.num_classes = num_classes
+        top5 = min(5, num_classes)
+        self.metrics = nn.ModuleDict(
+            {
+                f"{stage}_top{k}": TopKError(num_classes, top_k)
+                for stage in ("train", "val", "test", "test10")
+                for k, top_k in ((1, 1), (5, top5))
+            }
+        )
+        self.losses = nn.ModuleDict({s: MeanMetric() for s in ("val", "test", "test10")})
+
+    run_config: dict[str, Any] | None = None  # the resolved configuration, kept in checkpoints
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CONFIG_KEY] = self.run_config
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        self.metrics["train_top1"](logits, y)
+        self.metrics["train_top5"](logits, y)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/top1_err", self.metrics["train_top1"], on_step=False, on_epoch=True)
+        self.log("train/top5_err", self.metrics["train_top5"], on_step=False, on_epoch=True)
+        return loss
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
+        x, y = batch
+        if x.ndim == 5:  # (B, crops, C, H, W): average the softmax over the crops (Sec. 4.1)
+            batch_size, crops = x.shape[:2]
+            probs = F.softmax(self(x.flatten(0, 1)), dim=1)
+            probs = probs.view(batch_size, crops, -1).mean(dim=1)
+            stage = "test10" if stage == "test" else stage
+            loss = F.nll_loss(torch.log(probs.clamp_min(1e-12)), y)
+            scores = probs
+        else:
+            scores = self(x)
+            loss = F.cross_entropy(scores, y)
+        self.losses[stage].update(loss, weight=len(y))
+        self.metrics[f"{stage}_top1"](scores, y)
+        self.metrics[f"{stage}_top5"](scores, y)
+        prog = stage == "val"
+        self.log(f"{stage}/loss", self.losses[stage], on_epoch=True, prog_bar=prog)
+        self.log(f"{stage}/top1_err", self.metrics[f"{stage}_top1"], on_epoch=True, prog_bar=prog)
+        self.log(f"{stage}/top5_err", self.metrics[f"{stage}_top5"], on_epoch=True)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "monitor": self.scheduler_monitor,
+                "interval": "epoch",
+            },
+        }
+
+
+def _output_features(net: nn.Module) -> int:
+    last = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    if not last:
+        raise ValueError("cannot infer the number of classes: pass num_classes")
+    return last[-1].out_features

@@ -1,0 +1,207 @@
+"""What ``src/train.py`` and ``src/eval.py`` do with a composed configuration.
+
+Building (data, network, optimizer, trainer) is separated from running, so that every mistake in
+the configuration is reported before any work starts, as one line and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from alexnet.ablation import applied_ablations
+from alexnet.callbacks import ImageThroughput, MetricHistory
+from alexnet.data.prepared import DataError
+from alexnet.module import CONFIG_KEY, ImageClassifier
+from alexnet.summary import build_summary, write_summary
+
+
+def register_resolvers() -> None:
+    """``${div:a,b}`` in the configs (e.g. the plateau schedule's floor, lr / 10^3)."""
+    if not OmegaConf.has_resolver("div"):
+        OmegaConf.register_new_resolver("div", lambda a, b: float(a) / float(b))
+
+
+register_resolvers()
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for: reported as one line, without a traceback."""
+
+
+def _one_line(err: BaseException) -> str:
+    if isinstance(err, InstantiationException) and err.__cause__ is not None:
+        err = err.__cause__
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def reports_user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """Turn a UserError raised by ``task`` into ``error: ...`` on stderr and exit status 2."""
+
+    @functools.wraps(task)
+    def wrapper(cfg: DictConfig) -> Any:
+        try:
+            return task(cfg)
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper
+
+
+def output_dir() -> Path:
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def _is_rank_zero() -> bool:
+    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+
+
+def _build_data(data_cfg: DictConfig) -> L.LightningDataModule:
+    datamodule = instantiate(data_cfg)
+    # Prepared once, by the first process: DDP's other processes start after it has finished.
+    if _is_rank_zero():
+        datamodule.prepare_data()
+    return datamodule
+
+
+def _build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback]) -> L.Trainer:
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    return instantiate(cfg.trainer, callbacks=callbacks + extra_callbacks, logger=loggers or False)
+
+
+@contextmanager
+def _building(what: str) -> Iterator[None]:
+    """The build phase: configuration and data errors become a UserError."""
+    try:
+        yield
+    except (InstantiationException, DataError, ValueError, TypeError, FileNotFoundError) as err:
+        raise UserError(f"{what}: {_one_line(err)}") from err
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train (and by default test) the configured model; write and return ``summary.json``."""
+    started = time.time()
+    out = output_dir()
+    with _building("invalid configuration"):
+        ablations = applied_ablations(cfg)
+        if cfg.get("seed") is not None:
+            L.seed_everything(cfg.seed, workers=True)
+        datamodule = _build_data(cfg.data)
+        net = instantiate(cfg.model, num_classes=datamodule.num_classes)
+        scheduler_cfg = cfg.get("scheduler") or None
+        module = ImageClassifier(
+            net,
+            optimizer=instantiate(cfg.optimizer),
+            scheduler=instantiate(scheduler_cfg) if scheduler_cfg else None,
+            num_classes=datamodule.num_classes,
+        )
+        module.run_config = OmegaConf.to_container(cfg, resolve=True)
+        throughput, history = ImageThroughput(), MetricHistory()
+        trainer = _build_trainer(cfg, [throughput, history])
+    resume = cfg.get("ckpt_path")
+    if resume and not Path(resume).is_file():
+        raise UserError(f"checkpoint to resume from not found: {resume}")
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    checkpoint = trainer.checkpoint_callback
+    best_path = getattr(checkpoint, "best_model_path", "") or None
+    if cfg.get("test") and not trainer.interrupted:
+        trainer.test(module, datamodule=datamodule, ckpt_path=best_path, weights_only=False)
+
+    summary = build_summary(
+        task="train",
+        cfg=cfg,
+        trainer=trainer,
+        history=history,
+        num_params=sum(p.numel() for p in net.parameters()),
+        num_classes=datamodule.num_classes,
+        ablations=ablations,
+        wall_time_s=time.time() - started,
+        img_per_s=throughput.images_per_second,
+        checkpoints={"best": best_path, "last": getattr(checkpoint, "last_model_path", None)},
+        output_dir=out,
+    )
+    if trainer.is_global_zero:
+        write_summary(out / "summary.json", summary)
+    return summary
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint written by ``src/train.py``; UserError for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # a truncated or foreign file: torch raises many kinds
+        raise UserError(f"{path} is not a readable checkpoint ({_one_line(err)})") from None
+    if not isinstance(checkpoint, dict) or not checkpoint.get(CONFIG_KEY):
+        raise UserError(f"{path} is not a checkpoint written by src/train.py (no {CONFIG_KEY})")
+    return checkpoint
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate a checkpoint on the val split of its dataset (or ``data_root``)."""
+    started = time.time()
+    out = output_dir()
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    train_cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
+    with _building("cannot evaluate"):
+        data_cfg = train_cfg.data
+        if cfg.get("data_root"):
+            data_cfg.root = cfg.data_root
+            if "_target_" in data_cfg and data_cfg._target_.endswith("SyntheticDataModule"):
+                data_cfg._target_ = "alexnet.data.datamodule.PreparedDataModule"
+                for key in ("num_classes", "train_per_class", "val_per_class", "seed"):
+                    data_cfg.pop(key, None)
+        data_cfg.ten_crop = bool(cfg.get("ten_crop"))
+        if cfg.get("batch_size"):
+            data_cfg.eval_batch_size = cfg.batch_size
+        datamodule = _build_data(data_cfg)
+        net = instantiate(train_cfg.model, num_classes=datamodule.num_classes)
+        module = ImageClassifier(net, optimizer=torch.optim.SGD, num_classes=datamodule.num_classes)
+        try:
+            module.load_state_dict(checkpoint["state_dict"])
+        except RuntimeError as err:
+            raise ValueError(
+                f"{cfg.ckpt_path} does not fit the dataset or model it names: {_one_line(err)}"
+            ) from None
+        module.run_config = OmegaConf.to_container(train_cfg, resolve=True)
+        history = MetricHistory()
+        trainer = _build_trainer(cfg, [history])
+    trainer.test(module, datamodule=datamodule)
+    history.history.append({"epoch": 0, **{
+        k: float(v) for k, v in trainer.callback_metrics.items() if "/" in k
+    }})
+    summary = build_summary(
+        task="eval",
+        cfg=cfg,
+        trainer=trainer,
+        history=history,
+        num_params=sum(p.numel() for p in net.parameters()),
+        num_classes=datamodule.num_classes,
+        ablations=applied_ablations(train_cfg),
+        wall_time_s=time.time() - started,
+        img_per_s=None,
+        checkpoints={"evaluated": str(Path(cfg.ckpt_path).resolve())},
+        output_dir=out,
+        train_config=module.run_config,
+    )
+    if trainer.is_global_zero:
+        write_summary(out / "summary.json", summary)
+    return summary

@@ -1,0 +1,118 @@
+"""The run record, ``summary.json``: the stable, machine-readable result of every run.
+
+The ablation report, the notebooks and any other tool read this file, never training internals.
+Its keys: ``task``, ``status``, ``final`` and ``best`` (metrics under their logged names),
+``history`` (one row per epoch), ``num_params``, ``num_classes``, ``ablations`` (names, claims and
+changed keys), ``seed``, ``git`` (commit and dirty flag, when available), ``wall_time_s``,
+``img_per_s``, ``checkpoints``, ``environment`` and ``config`` (the resolved configuration).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from alexnet.callbacks import MetricHistory
+
+SUMMARY_VERSION = 1
+
+
+def git_state(cwd: str | os.PathLike | None = None) -> dict[str, Any] | None:
+    """The commit the code ran at, and whether the tree had uncommitted changes."""
+    cwd = cwd or Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": bool(dirty)}
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def environment() -> dict[str, Any]:
+    cuda = torch.cuda.is_available()
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": L.__version__,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+    }
+
+
+def build_summary(
+    *,
+    task: str,
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    history: MetricHistory,
+    num_params: int,
+    num_classes: int,
+    ablations: list[dict[str, Any]],
+    wall_time_s: float,
+    img_per_s: float | None,
+    checkpoints: dict[str, str | None],
+    output_dir: Path,
+    train_config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    # The last epoch's metrics, then whatever ran after it (the test) on top.
+    final = {k: v for k, v in (history.history[-1] if history.history else {}).items() if "/" in k}
+    final.update(
+        (k, float(v)) for k, v in trainer.callback_metrics.items()
+        if "/" in k and torch.as_tensor(v).numel() == 1
+    )
+    final = {k: _finite(v) for k, v in final.items()}
+    summary = {
+        "summary_version": SUMMARY_VERSION,
+        "task": task,
+        "status": "interrupted" if trainer.interrupted else "completed",
+        "final": final,
+        "best": history.best(),
+        "history": history.history,
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "num_params": num_params,
+        "num_classes": num_classes,
+        "ablations": ablations,
+        "seed": cfg.get("seed"),
+        "git": git_state(),
+        "wall_time_s": wall_time_s,
+        "img_per_s": img_per_s,
+        "checkpoints": checkpoints,
+        "output_dir": str(output_dir),
+        "environment": environment(),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    if train_config is not None:
+        summary["train_config"] = train_config
+    return summary
+
+
+def write_summary(path: Path, summary: dict[str, Any]) -> None:
+    """Write atomically: a reader never sees a half-written record."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+def read_summary(path: str | os.PathLike) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())

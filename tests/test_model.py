@@ -1,0 +1,328 @@
+"""AlexNet (Sec. 3) and the small CIFAR-10 net: shapes, parameter counts, switches, init."""
+
+import pytest
+import torch
+from torch import nn
+
+from alexnet.models import (
+    FEATURE_LAYERS,
+    AlexNet,
+    CifarConvNet,
+    LocalResponseNorm,
+    cifar_feature_sizes,
+    feature_sizes,
+)
+
+# The smallest crop that still leaves a 1x1 map after pool5: fc6 then has 256 inputs instead of
+# 9216, which makes real (non-meta) nets cheap to build when the crop is irrelevant to the test.
+SMALL_CROP = 67
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def meta(**kwargs) -> AlexNet:
+    """A net without storage: enough for structure and parameter counts, and instant to build."""
+    with torch.device("meta"):
+        return AlexNet(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def net() -> AlexNet:
+    torch.manual_seed(0)
+    return AlexNet(1000).eval()
+
+
+def run_with_hooks(model: nn.Module, x: torch.Tensor, names) -> tuple[torch.Tensor, dict]:
+    sizes: dict[str, tuple[int, ...]] = {}
+    handles = [
+        getattr(model, name).register_forward_hook(
+            lambda _m, _i, out, name=name: sizes.__setitem__(name, tuple(out.shape))
+        )
+        for name in names
+    ]
+    try:
+        with torch.no_grad():
+            out = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return out, sizes
+
+
+# --- architecture -----------------------------------------------------------------------------
+
+
+def test_parameter_counts() -> None:
+    # Sec. 3.5 / Fig. 2 at 227: 60,965,224; one-GPU net (Sec. 3.2 footnote): 59,798,312.
+    assert n_params(meta(num_classes=1000)) == 60_965_224
+    assert n_params(meta(num_classes=1000, columns=1)) == 59_798_312
+    assert meta(num_classes=1000).fc6.in_features == 256 * 6 * 6
+
+
+def test_feature_sizes_function() -> None:
+    for pooling in ("overlapping", "plain"):
+        assert feature_sizes(227, pooling) == [55, 27, 27, 13, 13, 13, 13, 6]
+    assert len(FEATURE_LAYERS) == 8
+    # The paper's nominal 224 gives 54 after conv1, not 55 (the reason for the 227 default).
+    assert feature_sizes(224)[0] == 54
+
+
+@pytest.mark.parametrize("pooling", ["overlapping", "plain"])
+def test_layer_output_sizes_by_hooks(pooling: str, net: AlexNet) -> None:
+    model = net if pooling == "overlapping" else AlexNet(1000, pooling=pooling).eval()
+    out, sizes = run_with_hooks(model, torch.randn(1, 3, 227, 227), FEATURE_LAYERS)
+    assert out.shape == (1, 1000)
+    spatial = {name: shape[2] for name, shape in sizes.items()}
+    assert spatial == dict(zip(FEATURE_LAYERS, feature_sizes(227, pooling), strict=True))
+    assert spatial == {
+        "conv1": 55, "pool1": 27, "conv2": 27, "pool2": 13,
+        "conv3": 13, "conv4": 13, "conv5": 13, "pool5": 6,
+    }  # fmt: skip
+    channels = {name: shape[1] for name, shape in sizes.items()}
+    assert [channels[n] for n in ("conv1", "conv2", "conv3", "conv4", "conv5")] == [
+        96, 256, 384, 384, 256,
+    ]  # fmt: skip
+
+
+def test_grouping_two_columns_and_one_gpu() -> None:
+    two = meta(num_classes=1000)
+    assert two.columns == 2
+    assert [two.layers()[f"conv{i}"].groups for i in range(1, 6)] == [1, 2, 1, 2, 2]
+    assert (two.norm1.groups, two.norm2.groups) == (2, 2)
+    one = meta(num_classes=1000, columns=1)
+    assert one.columns == 1
+    assert [one.layers()[f"conv{i}"].groups for i in range(1, 6)] == [1, 1, 1, 1, 1]
+    assert [one.layers()[f"conv{i}"].out_channels for i in range(1, 6)] == [48, 128, 192, 192, 256]
+    assert one.norm1.groups == 1
+
+
+@pytest.mark.parametrize(("layer", "size"), [("conv2", 27), ("conv4", 13), ("conv5", 13)])
+def test_grouped_layers_see_only_their_column(layer: str, size: int, net: AlexNet) -> None:
+    conv = getattr(net, layer)
+    half_in, half_out = conv.in_channels // 2, conv.out_channels // 2
+    x = torch.randn(1, conv.in_channels, size, size)
+    x2 = x.clone()
+    x2[:, half_in:] += torch.randn_like(x2[:, half_in:])
+    with torch.no_grad():
+        y, y2 = conv(x), conv(x2)
+    torch.testing.assert_close(y[:, :half_out], y2[:, :half_out], rtol=0, atol=0)
+    assert not torch.allclose(y[:, half_out:], y2[:, half_out:])
+
+
+def test_conv3_sees_both_columns(net: AlexNet) -> None:
+    x = torch.randn(1, 256, 13, 13)
+    x2 = x.clone()
+    x2[:, 128:] += 1.0
+    with torch.no_grad():
+        assert not torch.allclose(net.conv3(x)[:, :192], net.conv3(x2)[:, :192])
+
+
+def test_lrn_normalises_each_column_separately(net: AlexNet) -> None:
+    # Each GPU of Sec. 3.2 normalises only its own kernel maps.
+    x = 50.0 * torch.rand(1, 96, 5, 5)
+    x2 = x.clone()
+    x2[:, 48:] *= 3.0
+    torch.testing.assert_close(net.norm1(x)[:, :48], net.norm1(x2)[:, :48], rtol=0, atol=0)
+
+
+def test_embed_and_conv_features(net: AlexNet) -> None:
+    x = torch.randn(2, 3, 227, 227)
+    with torch.no_grad():
+        emb = net.embed(x)
+        assert net.conv_features(x).shape == (2, 256, 6, 6)
+        logits = net(x)
+    assert emb.shape == (2, 4096)
+    assert (emb >= 0).all()  # post-ReLU fc7
+    torch.testing.assert_close(net.fc8(emb), logits)
+
+
+# --- initialisation (Sec. 5) ------------------------------------------------------------------
+
+PAPER_BIAS = {
+    "conv1": 0.0, "conv2": 1.0, "conv3": 0.0, "conv4": 1.0,
+    "conv5": 1.0, "fc6": 1.0, "fc7": 1.0, "fc8": 0.0,
+}  # fmt: skip
+
+
+def test_paper_init(net: AlexNet) -> None:
+    for name, layer in net.layers().items():
+        assert torch.all(layer.bias == PAPER_BIAS[name]), name
+    w = net.fc6.weight  # 37.7 M samples: the std is pinned far tighter than 2%
+    assert abs(w.std().item() - 0.01) < 0.0002
+    assert abs(w.mean().item()) < 1e-4
+    assert abs(net.conv1.weight.std().item() - 0.01) < 0.0005
+
+
+def test_bias_init_variant_and_removed_conv() -> None:
+    model = AlexNet(10, bias_init=0.1, crop_size=SMALL_CROP)
+    for name, layer in model.layers().items():
+        want = 0.1 if PAPER_BIAS[name] == 1.0 else 0.0
+        torch.testing.assert_close(layer.bias, torch.full_like(layer.bias, want))
+    # conv5 keeps its "1" bias when conv4 is removed.
+    no4 = AlexNet(10, remove_conv=4, crop_size=SMALL_CROP)
+    assert torch.all(no4.conv5.bias == 1.0) and torch.all(no4.conv3.bias == 0.0)
+
+
+def test_default_init_differs_from_paper() -> None:
+    torch.manual_seed(0)
+    model = AlexNet(10, init="default", crop_size=SMALL_CROP)
+    # PyTorch's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), std ~0.03 for conv1's fan-in 363.
+    assert abs(model.conv1.weight.std().item() - 0.01) > 0.01
+    assert not torch.all(model.conv2.bias == 1.0)
+    assert not torch.all(model.conv1.bias == 0.0)
+
+
+# --- switches ---------------------------------------------------------------------------------
+
+
+def test_activation_switch() -> None:
+    tanh = meta(activation="tanh")
+    assert any(isinstance(m, nn.Tanh) for m in tanh.modules())
+    assert not any(isinstance(m, nn.ReLU) for m in tanh.modules())
+    relu = meta()
+    assert sum(isinstance(m, nn.ReLU) for m in relu.modules()) == 7
+    assert not any(isinstance(m, nn.Tanh) for m in relu.modules())
+
+
+def test_lrn_switches() -> None:
+    assert not any(isinstance(m, LocalResponseNorm) for m in meta(lrn=False).modules())
+    paper = meta()
+    assert (paper.norm1.k, paper.norm1.effective_alpha) == (2.0, 1e-4)
+    assert (paper.norm1.size, paper.norm1.beta) == (5, 0.75)
+    cuda = meta(lrn_convention="cuda_convnet")
+    for norm in (cuda.norm1, cuda.norm2):
+        assert norm.k == 1.0
+        assert norm.effective_alpha == pytest.approx(1e-4 / 5)
+    custom = meta(lrn_size=3, lrn_alpha=2e-4, lrn_beta=0.5, lrn_k=1.5)
+    assert (custom.norm2.size, custom.norm2.alpha, custom.norm2.beta, custom.norm2.k) == (
+        3, 2e-4, 0.5, 1.5,
+    )  # fmt: skip
+
+
+def test_pooling_switch() -> None:
+    for pooling, kernel in (("overlapping", 3), ("plain", 2)):
+        pools = [m for m in meta(pooling=pooling).modules() if isinstance(m, nn.MaxPool2d)]
+        assert len(pools) == 3
+        assert all(p.kernel_size == kernel and p.stride == 2 for p in pools)
+
+
+def test_dropout_switch() -> None:
+    x = torch.randn(2, 3, SMALL_CROP, SMALL_CROP)
+    off = AlexNet(10, dropout=0.0, crop_size=SMALL_CROP)
+    assert not any(isinstance(m, nn.Dropout) for m in off.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(off.train()(x), off.eval()(x))
+    on = AlexNet(10, dropout=0.5, crop_size=SMALL_CROP)
+    assert [m.p for m in on.modules() if isinstance(m, nn.Dropout)] == [0.5, 0.5]
+    with torch.no_grad():
+        assert not torch.allclose(on.train()(x), on.eval()(x))
+
+
+@pytest.mark.parametrize("removed", [3, 4])
+def test_remove_middle_conv(removed: int) -> None:
+    model = AlexNet(7, remove_conv=removed).eval()
+    assert getattr(model, f"conv{removed}") is None
+    assert f"conv{removed}" not in model.layers()
+    assert not any(k.startswith(f"conv{removed}.") for k in model.state_dict())
+    if removed == 3:
+        assert (model.conv4.in_channels, model.conv4.groups) == (256, 2)
+    else:
+        assert (model.conv5.in_channels, model.conv5.groups) == (384, 2)
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 227, 227)).shape == (1, 7)
+    assert n_params(meta(num_classes=1000, remove_conv=4)) == 60_965_224 - (384 * 192 * 9 + 384)
+
+
+@pytest.mark.parametrize("crop", [195, 224, SMALL_CROP])
+def test_other_crop_sizes(crop: int) -> None:
+    model = AlexNet(10, crop_size=crop, dropout=0.0).eval()
+    assert model.fc6.in_features == 256 * feature_sizes(crop)[-1] ** 2
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, crop, crop)).shape == (1, 10)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_classes": 1}, ">= 2"),
+        ({"columns": 3}, r"\(1, 2\)"),
+        ({"activation": "gelu"}, r"\('relu', 'tanh'\)"),
+        ({"lrn_convention": "torch"}, r"\('paper', 'cuda_convnet'\)"),
+        ({"pooling": "avg"}, r"\('overlapping', 'plain'\)"),
+        ({"dropout": 1.0}, r"\[0, 1\)"),
+        ({"dropout": -0.1}, r"\[0, 1\)"),
+        ({"init": "xavier"}, r"\('paper', 'default'\)"),
+        ({"remove_conv": 5}, r"None or one of \(3, 4\)"),
+        ({"remove_conv": 1}, r"None or one of \(3, 4\)"),
+        ({"crop_size": 66}, ">= 67"),
+        ({"crop_size": 38, "pooling": "plain"}, ">= 39"),
+        ({"lrn_size": 4}, "odd"),
+    ],
+)
+def test_invalid_values(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        meta(**kwargs)
+
+
+def test_smallest_plain_crop_works() -> None:
+    assert feature_sizes(39, "plain")[-1] == 1
+    assert meta(pooling="plain", crop_size=39).fc6.in_features == 256
+
+
+# --- the CIFAR-10 net (Sec. 3.1, 3.3) ---------------------------------------------------------
+
+
+def test_cifar_forward_and_sizes() -> None:
+    torch.manual_seed(0)
+    model = CifarConvNet().eval()
+    names = ("conv1", "pool1", "conv2", "pool2", "conv3", "pool3")
+    out, sizes = run_with_hooks(model, torch.randn(2, 3, 32, 32), names)
+    assert out.shape == (2, 10)
+    assert [sizes[n][2] for n in names] == cifar_feature_sizes(32) == [32, 16, 16, 8, 8, 4]
+    assert [sizes[n][1] for n in names] == [32, 32, 32, 32, 64, 64]
+
+
+def test_cifar_parameter_count() -> None:
+    # conv1 32*3*5*5 + 32 = 2,432; conv2 32*32*5*5 + 32 = 25,632; conv3 64*32*5*5 + 64 = 51,264;
+    # fc (64*4*4)*10 + 10 = 10,250. Total 89,578.
+    assert n_params(CifarConvNet()) == 89_578
+    assert CifarConvNet().fc.in_features == 1024
+
+
+def test_cifar_switches() -> None:
+    tanh = CifarConvNet(activation="tanh")
+    assert sum(isinstance(m, nn.Tanh) for m in tanh.modules()) == 3
+    assert not any(isinstance(m, nn.ReLU) for m in tanh.modules())
+    assert not any(isinstance(m, LocalResponseNorm) for m in CifarConvNet(lrn=False).modules())
+    default = CifarConvNet()
+    norm = default.norm1
+    assert (norm.size, norm.alpha, norm.k, norm.convention) == (5, 1e-3, 1.0, "cuda_convnet")
+    paper_lrn = CifarConvNet(lrn_convention="paper", lrn_size=3, lrn_alpha=1e-4)
+    assert (paper_lrn.norm2.size, paper_lrn.norm2.k, paper_lrn.norm2.effective_alpha) == (
+        3, 2.0, 1e-4,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    paper = CifarConvNet(init="paper")
+    for layer in (paper.conv1, paper.conv2, paper.conv3, paper.fc):
+        assert torch.all(layer.bias == 0.0)
+    assert abs(paper.conv3.weight.std().item() - 0.01) < 0.001
+    assert abs(CifarConvNet(init="default").conv1.weight.std().item() - 0.01) > 0.01
+    with torch.no_grad():
+        assert CifarConvNet(crop_size=24, num_classes=5)(torch.randn(2, 3, 24, 24)).shape == (2, 5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_classes": 1}, ">= 2"),
+        ({"activation": "sigmoid"}, r"\('relu', 'tanh'\)"),
+        ({"lrn_convention": "x"}, r"\('paper', 'cuda_convnet'\)"),
+        ({"init": "paper2"}, r"\('default', 'paper'\)"),
+        ({"crop_size": 11}, ">= 12"),
+    ],
+)
+def test_cifar_invalid_values(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        CifarConvNet(**kwargs)
