@@ -156,15 +156,15 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Evaluate a checkpoint on the val split of its dataset (or ``data_root``)."""
+    """Evaluate a checkpoint on the val split of its dataset (or ``prepared_dir``)."""
     started = time.time()
     out = output_dir()
     checkpoint = load_checkpoint(cfg.ckpt_path)
     train_cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
     with _building("cannot evaluate"):
         data_cfg = train_cfg.data
-        if cfg.get("data_root"):
-            data_cfg.root = cfg.data_root
+        if cfg.get("prepared_dir"):
+            data_cfg.prepared_dir = cfg.prepared_dir
             if "_target_" in data_cfg and data_cfg._target_.endswith("SyntheticDataModule"):
                 data_cfg._target_ = "alexnet.data.datamodule.PreparedDataModule"
                 for key in ("num_classes", "train_per_class", "val_per_class", "seed"):

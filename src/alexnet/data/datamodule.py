@@ -44,7 +44,7 @@ class PreparedDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        root: str,
+        prepared_dir: str,
         *,
         image_size: int = 256,
         crop_size: int = 227,
@@ -69,7 +69,7 @@ class PreparedDataModule(L.LightningDataModule):
                 f"data.crop_size must be between 1 and data.image_size={image_size}, "
                 f"got {crop_size}"
             )
-        self.root = Path(root)
+        self.root = Path(prepared_dir)
         self.image_size, self.crop_size = image_size, crop_size
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -142,11 +142,11 @@ class PreparedDataModule(L.LightningDataModule):
 
 
 class SyntheticDataModule(PreparedDataModule):
-    """The built-in dataset: drawn once into ``root`` (a cache keyed by its parameters)."""
+    """The built-in dataset: drawn once into ``prepared_dir`` (a cache keyed by its parameters)."""
 
     def __init__(
         self,
-        root: str,
+        prepared_dir: str,
         *,
         num_classes: int = 10,
         train_per_class: int = 100,
@@ -154,7 +154,7 @@ class SyntheticDataModule(PreparedDataModule):
         seed: int = 0,
         **kwargs: Any,
     ) -> None:
-        super().__init__(root, **kwargs)
+        super().__init__(prepared_dir, **kwargs)
         synthetic.class_table(num_classes)  # validates num_classes before any work
         self.generation = dict(
             num_classes=num_classes, train_per_class=train_per_class,
