@@ -17,7 +17,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -62,10 +61,6 @@ def reports_user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConf
     return wrapper
 
 
-def output_dir() -> Path:
-    return Path(HydraConfig.get().runtime.output_dir)
-
-
 def _is_rank_zero() -> bool:
     return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
 
@@ -96,7 +91,8 @@ def _building(what: str) -> Iterator[None]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train (and by default test) the configured model; write and return ``summary.json``."""
     started = time.time()
-    out = output_dir()
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
     with _building("invalid configuration"):
         ablations = applied_ablations(cfg)
         if cfg.get("seed") is not None:
@@ -158,7 +154,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate a checkpoint on the val split of its dataset (or ``prepared_dir``)."""
     started = time.time()
-    out = output_dir()
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
     checkpoint = load_checkpoint(cfg.ckpt_path)
     train_cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
     with _building("cannot evaluate"):

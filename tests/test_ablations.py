@@ -1,0 +1,170 @@
+"""Each ablation changes exactly what it declares, in the config and in the built modules, runs,
+combines with the others, and refuses contradictions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from alexnet.ablation import applied_ablations
+from alexnet.models import LocalResponseNorm
+from alexnet.run import train
+from conftest import ROOT, TINY, compose_config
+
+from test_cli import ABLATIONS
+
+CLAIMS = yaml.safe_load((ROOT / "ablations" / "claims.yaml").read_text())
+
+
+def _flat(cfg: DictConfig) -> dict[str, object]:
+    flat: dict[str, object] = {}
+
+    def walk(node: object, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix[:-1]] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat
+
+
+def _compose(tmp_path: Path, *overrides: str) -> DictConfig:
+    return compose_config("train", list(overrides), tmp_path, tmp_path)
+
+
+@pytest.mark.parametrize("name", ABLATIONS)
+def test_ablation_changes_exactly_what_it_declares(name: str, tmp_path: Path) -> None:
+    base = _flat(_compose(tmp_path))
+    ablated_cfg = _compose(tmp_path, f"+ablation={name}")
+    ablated = _flat(ablated_cfg)
+    declared = set(ablated_cfg.ablations[name].changes)
+    changed = {
+        key for key in base.keys() | ablated.keys()
+        if not key.startswith("ablations.") and base.get(key) != ablated.get(key)
+    }
+    assert changed == declared
+
+
+@pytest.mark.parametrize("name", ABLATIONS)
+def test_ablation_names_a_claim_of_the_paper(name: str, tmp_path: Path) -> None:
+    entry = _compose(tmp_path, f"+ablation={name}").ablations[name]
+    if entry.claim is None:  # an implementation variant, not a claim (lrn_cuda_convnet)
+        assert name == "lrn_cuda_convnet"
+    else:
+        assert entry.claim in CLAIMS
+        assert CLAIMS[entry.claim]["ablation"] == name
+
+
+def _net(tmp_path: Path, *overrides: str) -> nn.Module:
+    cfg = _compose(tmp_path, *overrides)
+    return instantiate(cfg.model, num_classes=10)
+
+
+def _types(net: nn.Module) -> list[str]:
+    return [type(m).__name__ for m in net.modules()]
+
+
+def test_modules_no_lrn(tmp_path: Path) -> None:
+    base, ablated = _net(tmp_path), _net(tmp_path, "+ablation=no_lrn")
+    assert sum(isinstance(m, LocalResponseNorm) for m in base.modules()) == 2
+    assert not any(isinstance(m, LocalResponseNorm) for m in ablated.modules())
+    assert [n for n, _ in base.named_parameters()] == [n for n, _ in ablated.named_parameters()]
+
+
+def test_modules_tanh(tmp_path: Path) -> None:
+    base, ablated = _net(tmp_path), _net(tmp_path, "+ablation=tanh")
+    assert _types(base).count("ReLU") == 7 and "Tanh" not in _types(base)
+    assert _types(ablated).count("Tanh") == 7 and "ReLU" not in _types(ablated)
+
+
+def test_modules_plain_pool(tmp_path: Path) -> None:
+    pools = [m for m in _net(tmp_path, "+ablation=plain_pool").modules()
+             if isinstance(m, nn.MaxPool2d)]
+    assert len(pools) == 3 and all(p.kernel_size == 2 and p.stride == 2 for p in pools)
+    base_pools = [m for m in _net(tmp_path).modules() if isinstance(m, nn.MaxPool2d)]
+    assert all(p.kernel_size == 3 and p.stride == 2 for p in base_pools)
+
+
+def test_modules_no_dropout(tmp_path: Path) -> None:
+    drops = [m for m in _net(tmp_path, "+ablation=no_dropout").modules()
+             if isinstance(m, nn.Dropout)]
+    assert all(d.p == 0.0 for d in drops)
+    assert [d.p for d in _net(tmp_path).modules() if isinstance(d, nn.Dropout)] == [0.5, 0.5]
+
+
+def test_modules_one_gpu(tmp_path: Path) -> None:
+    net = _net(tmp_path, "+ablation=one_gpu")
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [48, 128, 192, 192, 256]
+    assert all(c.groups == 1 for c in convs)
+
+
+def test_modules_no_middle_conv(tmp_path: Path) -> None:
+    base, net = _net(tmp_path), _net(tmp_path, "+ablation=no_middle_conv")
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 4
+    base_shapes = {n: p.shape for n, p in base.named_parameters()}
+    shapes = {n: p.shape for n, p in net.named_parameters()}
+    assert set(base_shapes) - set(shapes) == {"conv4.weight", "conv4.bias"}
+    assert all(base_shapes[n] == s for n, s in shapes.items())  # nothing else changes shape
+
+
+def test_modules_lrn_cuda_convnet(tmp_path: Path) -> None:
+    norms = [m for m in _net(tmp_path, "+ablation=lrn_cuda_convnet").modules()
+             if isinstance(m, LocalResponseNorm)]
+    assert len(norms) == 2
+    assert all(n.k == 1.0 and n.effective_alpha == pytest.approx(1e-4 / 5) for n in norms)
+
+
+def test_optimizer_no_weight_decay(tmp_path: Path) -> None:
+    cfg = _compose(tmp_path, "+ablation=no_weight_decay")
+    optimizer = instantiate(cfg.optimizer)([torch.zeros(1, requires_grad=True)])
+    assert optimizer.param_groups[0]["weight_decay"] == 0.0
+
+
+def test_data_switches(tmp_path: Path) -> None:
+    cfg = _compose(tmp_path, "+ablation=[no_pca_jitter,no_crop_flip]")
+    assert (cfg.data.pca_jitter, cfg.data.crop, cfg.data.flip) == (False, False, False)
+
+
+@pytest.mark.parametrize(
+    "ablation",
+    [*ABLATIONS, "[no_lrn,tanh]", "[one_gpu,plain_pool]", "[no_middle_conv,no_dropout]"],
+)
+def test_ablation_trains(ablation: str, tmp_path: Path, data_dir: Path) -> None:
+    cfg = compose_config(
+        "train", [*TINY, "trainer.fast_dev_run=true", "test=false", f"+ablation={ablation}"],
+        tmp_path, data_dir,
+    )
+    summary = train(cfg)
+    names = ablation.strip("[]").split(",")
+    assert [a["name"] for a in summary["ablations"]] == names
+    assert 0.0 <= summary["final"]["val/top1_err"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    "pair", [("no_lrn", "lrn_cuda_convnet"), ("lrn_cuda_convnet", "no_lrn")]
+)
+def test_contradictory_ablations_are_refused(pair: tuple[str, str], tmp_path: Path) -> None:
+    cfg = _compose(tmp_path, f"+ablation=[{pair[0]},{pair[1]}]")
+    with pytest.raises(ValueError, match="contradict"):
+        applied_ablations(cfg)
+
+
+def test_contradiction_from_the_command_line(tmp_path: Path, data_dir: Path) -> None:
+    from conftest import run_entry_point
+
+    result = run_entry_point(
+        "train.py", [*TINY, "+ablation=[no_lrn,lrn_cuda_convnet]"], tmp_path, data_dir
+    )
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "no_lrn" in result.stderr and "lrn_cuda_convnet" in result.stderr
+    assert "contradict" in result.stderr

@@ -1,0 +1,151 @@
+"""The command line as a user meets it: configs that compose, overrides, sweeps, loggers and the
+one-line errors for mistakes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import CONF, TINY, compose_config, find_summaries, run_entry_point
+
+ABLATIONS = sorted(p.stem for p in (CONF / "ablation").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", ABLATIONS)
+def test_every_ablation_composes(name: str, tmp_path: Path) -> None:
+    cfg = compose_config("train", [f"+ablation={name}"], tmp_path, tmp_path)
+    OmegaConf.resolve(cfg)
+    assert name in cfg.ablations
+    assert "claim" in cfg.ablations[name] and cfg.ablations[name].changes
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes(name: str, tmp_path: Path) -> None:
+    cfg = compose_config("train", [f"experiment={name}"], tmp_path, tmp_path)
+    OmegaConf.resolve(cfg)
+    assert cfg.model._target_ and cfg.data._target_
+
+
+def test_experiment_and_ablation_compose_together(tmp_path: Path) -> None:
+    cfg = compose_config(
+        "train", ["experiment=paper", "+ablation=no_dropout"], tmp_path, tmp_path
+    )
+    assert cfg.trainer.max_epochs == 90 and cfg.model.dropout == 0.0
+
+
+def test_ablation_from_the_command_line(tmp_path: Path, data_dir: Path) -> None:
+    result = run_entry_point(
+        "train.py", [*TINY, "trainer.fast_dev_run=true", "test=false", "+ablation=no_dropout"],
+        tmp_path, data_dir,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (summary,) = find_summaries(tmp_path / "logs")
+    assert [a["name"] for a in summary["ablations"]] == ["no_dropout"]
+    assert summary["config"]["model"]["dropout"] == 0.0
+
+
+def test_multirun_sweeps_seeds(tmp_path: Path, data_dir: Path) -> None:
+    result = run_entry_point(
+        "train.py", ["-m", *TINY, "trainer.fast_dev_run=true", "test=false", "seed=1,2"],
+        tmp_path, data_dir,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summaries = find_summaries(tmp_path / "logs" / "train" / "multirun")
+    assert sorted(s["seed"] for s in summaries) == [1, 2]
+    assert len({s["output_dir"] for s in summaries}) == 2
+
+
+@pytest.mark.parametrize(
+    ("logger", "written"),
+    [("tensorboard", "tensorboard/events.out.tfevents.*"), ("wandb", "wandb/offline-run-*")],
+)
+def test_loggers_write_their_files(
+    logger: str, written: str, tmp_path: Path, data_dir: Path
+) -> None:
+    result = run_entry_point(
+        "train.py",
+        [*TINY, f"logger={logger}", "trainer.max_steps=1", "trainer.limit_val_batches=1",
+         "test=false", "tags=[unit]"],
+        tmp_path, data_dir,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "logs" / "train" / "runs").iterdir()
+    assert list(run_dir.glob(written)), sorted(p.name for p in run_dir.iterdir())
+
+
+# -- mistakes: one clear line, a non-zero exit, no traceback, no result ------------------------
+def _assert_user_error(result, *needles: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
+
+
+def _assert_no_result(tmp_path: Path) -> None:
+    assert not list((tmp_path / "logs").rglob("summary.json"))
+    assert not list((tmp_path / "logs").rglob("*.ckpt"))
+
+
+def test_unknown_config_group_option_lists_the_choices(tmp_path: Path, data_dir: Path) -> None:
+    result = run_entry_point("train.py", ["model=resnet"], tmp_path, data_dir)
+    _assert_user_error(result, "model/resnet", "alexnet", "cifar_convnet")
+    _assert_no_result(tmp_path)
+
+
+def test_unknown_key(tmp_path: Path, data_dir: Path) -> None:
+    result = run_entry_point("train.py", ["model.activaton=tanh"], tmp_path, data_dir)
+    _assert_user_error(result, "activaton")
+    _assert_no_result(tmp_path)
+
+
+def test_unknown_ablation_lists_the_choices(tmp_path: Path, data_dir: Path) -> None:
+    result = run_entry_point("train.py", ["+ablation=no_relu"], tmp_path, data_dir)
+    _assert_user_error(result, "ablation/no_relu", "no_dropout")
+
+
+def test_bad_value(tmp_path: Path, data_dir: Path) -> None:
+    result = run_entry_point("train.py", [*TINY, "model.activation=sigmoid"], tmp_path, data_dir)
+    _assert_user_error(result, "error: invalid configuration", "sigmoid", "relu", "tanh")
+    assert len(result.stderr.strip().splitlines()) == 1
+    _assert_no_result(tmp_path)
+
+
+def test_missing_data_path(tmp_path: Path, data_dir: Path) -> None:
+    missing = tmp_path / "no-such-dataset"
+    result = run_entry_point(
+        "train.py", ["data=imagenet", f"data.prepared_dir={missing}"], tmp_path, data_dir
+    )
+    _assert_user_error(result, str(missing))
+    assert len(result.stderr.strip().splitlines()) == 1
+    _assert_no_result(tmp_path)
+
+
+def test_missing_checkpoint(tmp_path: Path, data_dir: Path) -> None:
+    result = run_entry_point("eval.py", [f"ckpt_path={tmp_path / 'nope.ckpt'}"], tmp_path, data_dir)
+    _assert_user_error(result, "checkpoint not found", "nope.ckpt")
+    assert len(result.stderr.strip().splitlines()) == 1
+    _assert_no_result(tmp_path)
+
+
+def test_not_a_checkpoint(tmp_path: Path, data_dir: Path) -> None:
+    bogus = tmp_path / "bogus.ckpt"
+    bogus.write_bytes(b"not a checkpoint")
+    result = run_entry_point("eval.py", [f"ckpt_path={bogus}"], tmp_path, data_dir)
+    _assert_user_error(result, "bogus.ckpt", "not a readable checkpoint")
+    _assert_no_result(tmp_path)
+
+
+def test_eval_needs_a_checkpoint(tmp_path: Path, data_dir: Path) -> None:
+    result = run_entry_point("eval.py", [], tmp_path, data_dir)
+    _assert_user_error(result, "ckpt_path")
+
+
+def test_missing_resume_checkpoint(tmp_path: Path, data_dir: Path) -> None:
+    result = run_entry_point(
+        "train.py", [*TINY, f"ckpt_path={tmp_path / 'gone.ckpt'}"], tmp_path, data_dir
+    )
+    _assert_user_error(result, "gone.ckpt")
+    _assert_no_result(tmp_path)

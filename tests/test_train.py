@@ -1,0 +1,149 @@
+"""The default configuration trains, tests and writes a correct run record."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from alexnet.run import train
+from conftest import TINY, compose_config, find_summaries, run_entry_point
+
+METRICS = ("train/loss", "train/top1_err", "val/loss", "val/top1_err", "val/top5_err")
+
+
+@pytest.fixture(scope="module")
+def fast_dev_summary(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict:
+    out = tmp_path_factory.mktemp("run")
+    cfg = compose_config("train", [*TINY, "trainer.fast_dev_run=true"], out, data_dir)
+    summary = train(cfg)
+    assert (out / "summary.json").is_file()
+    return json.loads((out / "summary.json").read_text()) | {"_returned": summary}
+
+
+def test_fast_dev_run_writes_summary(fast_dev_summary: dict) -> None:
+    s = fast_dev_summary
+    assert s["task"] == "train" and s["status"] == "completed"
+    for name in (*METRICS, "test/top1_err", "test/top5_err"):
+        assert 0.0 <= s["final"][name] or name.endswith("loss"), name
+        assert math.isfinite(s["final"][name]), name
+    for name in ("val/top1_err", "val/top5_err", "test/top1_err", "test/top5_err"):
+        assert 0.0 <= s["final"][name] <= 1.0
+    assert s["final"]["val/top5_err"] <= s["final"]["val/top1_err"]
+    assert s["best"]["val/top1_err"] <= s["final"]["val/top1_err"]
+    assert s["num_classes"] == 10
+    assert s["num_params"] > 1_000_000
+    assert s["seed"] == 2012
+    assert s["ablations"] == []
+    assert s["img_per_s"] > 0
+    assert s["wall_time_s"] > 0
+    assert s["config"]["model"]["_target_"] == "alexnet.models.AlexNet"
+    assert s["config"]["data"]["crop_size"] == 67
+    assert s["history"] and "val/top1_err" in s["history"][-1]
+    assert "python" in s["environment"] and "torch" in s["environment"]
+
+
+def test_summary_num_params_matches_the_network(fast_dev_summary: dict) -> None:
+    from alexnet.models import AlexNet
+
+    cfg = fast_dev_summary["config"]["model"]
+    kwargs = {k: v for k, v in cfg.items() if k != "_target_"}
+    net = AlexNet(num_classes=10, **kwargs)
+    assert fast_dev_summary["num_params"] == sum(p.numel() for p in net.parameters())
+
+
+def test_short_run_checkpoints_and_eval_reads_them(tmp_path: Path, data_dir: Path) -> None:
+    out = tmp_path / "train"
+    cfg = compose_config(
+        "train",
+        [*TINY, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false"],
+        out, data_dir,
+    )
+    summary = train(cfg)
+    ckpt = Path(summary["checkpoints"]["best"])
+    assert ckpt.is_file() and ckpt.parent == out / "checkpoints"
+    assert "test/top1_err" not in summary["final"]  # test=false skips testing
+
+    result = run_entry_point("eval.py", [f"ckpt_path={ckpt}", "ten_crop=true"], tmp_path, data_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (record,) = find_summaries(tmp_path / "logs")
+    assert record["task"] == "eval"
+    for name in ("test/top1_err", "test/top5_err"):
+        # ten_crop=true: the paper's 10-patch test is what is logged
+        assert 0.0 <= record["final"][f"test10/{name.split('/')[1]}"] <= 1.0
+    assert record["num_params"] == summary["num_params"]
+    assert record["train_config"]["data"]["crop_size"] == 67
+
+    # Same weights, same data, centre crop: eval reproduces the training run's val error.
+    result = run_entry_point("eval.py", [f"ckpt_path={ckpt}"], tmp_path / "again", data_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (again,) = find_summaries(tmp_path / "again" / "logs")
+    assert again["final"]["test/top1_err"] == pytest.approx(summary["final"]["val/top1_err"])
+
+
+def test_seed_makes_runs_repeatable(tmp_path: Path, data_dir: Path) -> None:
+    losses = []
+    for name in ("a", "b"):
+        cfg = compose_config(
+            "train",
+            [*TINY, "trainer.fast_dev_run=2", "test=false", "seed=7"],
+            tmp_path / name, data_dir,
+        )
+        losses.append(train(cfg)["final"]["train/loss"])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_throughput_is_logged(tmp_path: Path, data_dir: Path) -> None:
+    cfg = compose_config(
+        "train",
+        [*TINY, "trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.log_every_n_steps=1",
+         "trainer.limit_val_batches=1", "test=false"],
+        tmp_path, data_dir,
+    )
+    train(cfg)
+    header, *rows = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
+    columns = header.split(",")
+    assert "train/img_per_s" in columns and "val/top1_err" in columns
+    rates = [r.split(",")[columns.index("train/img_per_s")] for r in rows]
+    assert any(float(r) > 0 for r in rates if r)
+
+
+def test_runs_never_share_a_directory(tmp_path: Path, data_dir: Path) -> None:
+    args = [*TINY, "trainer.fast_dev_run=true", "test=false"]
+    for _ in range(2):
+        result = run_entry_point("train.py", args, tmp_path, data_dir)
+        assert result.returncode == 0, result.stderr[-3000:]
+    runs = sorted((tmp_path / "logs" / "train" / "runs").iterdir())
+    assert len(runs) == 2
+    assert all((r / "summary.json").is_file() for r in runs)
+
+
+def test_topk_error_metric() -> None:
+    from alexnet.module import TopKError
+
+    scores = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.15, 0.05], [0.2, 0.3, 0.5]])
+    labels = torch.tensor([1, 1, 0])
+    top1, top2 = TopKError(3, 1), TopKError(3, 2)
+    top1.update(scores, labels)
+    top2.update(scores, labels)
+    assert top1.compute().item() == pytest.approx(2 / 3)  # only the first is right
+    assert top2.compute().item() == pytest.approx(1 / 3)  # the third's label is ranked last
+
+
+def test_ten_crop_batches_average_softmax() -> None:
+    from alexnet.module import ImageClassifier
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 3))
+    module = ImageClassifier(net, optimizer=torch.optim.SGD, num_classes=3)
+    x = torch.randn(2, 10, 3, 4, 4)
+    y = torch.tensor([0, 2])
+    logged = {}
+    module.log = lambda name, value, **kw: logged.setdefault(name, value)
+    module.test_step((x, y), 0)
+    assert {"test10/loss", "test10/top1_err", "test10/top5_err"} <= set(logged)
+    probs = torch.softmax(net(x.flatten(0, 1)), 1).view(2, 10, 3).mean(1)
+    expected = (probs.argmax(1) != y).float().mean()
+    assert module.metrics["test10_top1"].compute() == pytest.approx(expected.item())
