@@ -58,9 +58,11 @@ def run_entry_point(
     """Run src/<script> as a user would, with logs under ``tmp_path``."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "WANDB_SILENT": "true"}
+    flags = [a for a in args if a.startswith("-") and not a.startswith("~")]
+    overrides = [a for a in args if a not in flags]
     cmd = [
-        sys.executable, str(ROOT / "src" / script),
-        f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={data_dir}", *args,
+        sys.executable, str(ROOT / "src" / script), *flags,
+        f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={data_dir}", *overrides,
     ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
                           cwd=tmp_path)

@@ -84,7 +84,12 @@ def _building(what: str) -> Iterator[None]:
     """The build phase: configuration and data errors become a UserError."""
     try:
         yield
-    except (InstantiationException, DataError, ValueError, TypeError, FileNotFoundError) as err:
+    except DataError as err:  # names its path already
+        raise UserError(_one_line(err)) from err
+    except (InstantiationException, ValueError, TypeError, FileNotFoundError) as err:
+        cause = err.__cause__ if isinstance(err, InstantiationException) else err
+        if isinstance(cause, DataError):
+            raise UserError(_one_line(cause)) from err
         raise UserError(f"{what}: {_one_line(err)}") from err
 
 
@@ -96,7 +101,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     with _building("invalid configuration"):
         ablations = applied_ablations(cfg)
         if cfg.get("seed") is not None:
-            L.seed_everything(cfg.seed, workers=True)
+            L.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule = _build_data(cfg.data)
         net = instantiate(cfg.model, num_classes=datamodule.num_classes)
         scheduler_cfg = cfg.get("scheduler") or None
@@ -154,6 +159,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate a checkpoint on the val split of its dataset (or ``prepared_dir``)."""
     started = time.time()
+    if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
+        raise UserError("no checkpoint given: python src/eval.py ckpt_path=PATH/TO/FILE.ckpt")
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = load_checkpoint(cfg.ckpt_path)
