@@ -8,16 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import ROOT, TINY, compose_config
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from test_cli import ABLATIONS
 from torch import nn
 
 from alexnet.ablation import applied_ablations
 from alexnet.models import LocalResponseNorm
 from alexnet.run import train
-from conftest import ROOT, TINY, compose_config
-
-from test_cli import ABLATIONS
 
 CLAIMS = yaml.safe_load((ROOT / "ablations" / "claims.yaml").read_text())
 

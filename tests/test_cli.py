@@ -6,9 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
-
 from conftest import CONF, TINY, compose_config, find_summaries, run_entry_point
+from omegaconf import OmegaConf
 
 ABLATIONS = sorted(p.stem for p in (CONF / "ablation").glob("*.yaml"))
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import compose_config
 from hydra.utils import instantiate
 
 from alexnet.optim import PaperSGD
 from alexnet.run import train
-from conftest import compose_config
 
 
 def _optimizer_and_scheduler(tmp_path: Path, *overrides: str):

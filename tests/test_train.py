@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY, compose_config, find_summaries, run_entry_point
 
 from alexnet.run import train
-from conftest import TINY, compose_config, find_summaries, run_entry_point
 
 METRICS = ("train/loss", "train/top1_err", "val/loss", "val/top1_err", "val/top5_err")
 
@@ -99,8 +99,8 @@ def test_seed_makes_runs_repeatable(tmp_path: Path, data_dir: Path) -> None:
 def test_throughput_is_logged(tmp_path: Path, data_dir: Path) -> None:
     cfg = compose_config(
         "train",
-        [*TINY, "trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.log_every_n_steps=1",
-         "trainer.limit_val_batches=1", "test=false"],
+        [*TINY, "trainer.max_epochs=1", "trainer.limit_train_batches=3",
+         "trainer.log_every_n_steps=1", "trainer.limit_val_batches=1", "test=false"],
         tmp_path, data_dir,
     )
     train(cfg)

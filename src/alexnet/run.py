@@ -80,7 +80,7 @@ def _build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback]) -> L.Trai
 
 
 @contextmanager
-def _building(what: str) -> Iterator[None]:
+def building(what: str) -> Iterator[None]:
     """The build phase: configuration and data errors become a UserError."""
     try:
         yield
@@ -98,7 +98,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with _building("invalid configuration"):
+    with building("invalid configuration"):
         ablations = applied_ablations(cfg)
         if cfg.get("seed") is not None:
             L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -165,7 +165,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = load_checkpoint(cfg.ckpt_path)
     train_cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
-    with _building("cannot evaluate"):
+    with building("cannot evaluate"):
         data_cfg = train_cfg.data
         if cfg.get("prepared_dir"):
             data_cfg.prepared_dir = cfg.prepared_dir

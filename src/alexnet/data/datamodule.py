@@ -1,38 +1,173 @@
 """Lightning data modules over the prepared format. They know nothing of the model: they deliver
-(input, label) batches, the input already cropped, jittered and centred on its device."""
+(input, label) batches, the input already cropped, mirrored, centred and jittered on its device.
+
+The work is split where it is cheapest. The loader's workers cut each image's patch out of the
+uint8 memory map and mirror it (a copy of 155 KB per 227 x 227 patch, no decoding); the batch
+travels as uint8, a quarter of the float bytes, in shared memory that the worker reuses once the
+batch is used; the float conversion, the mean image and the PCA colour shift happen after the
+transfer (``on_after_batch_transfer``), on the GPU when there is one.
+"""
 
 from __future__ import annotations
 
+import warnings
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from alexnet.data import prepared, synthetic
+from alexnet.data.prepared import DataError
 from alexnet.data.presets import Preset
+
+CROP_MODES = ("random", "center", "none")
+SOURCES = ("imagenet", "imagefolder", "cifar10")
+DEFAULT_IMAGE_SIZE = {"imagenet": 256, "imagefolder": 256, "cifar10": 32}
+ROOT_EXAMPLE = {
+    "imagenet": "/path/to/ILSVRC2012",
+    "imagefolder": "/path/to/images",
+    "cifar10": "/path/to/cifar-10-batches-py",
+}
+
+# What the loader delivers: uint8 (B, H, W, 3) patches, their int64 labels and (B, 3) geometry
+# (top, left, mirrored). The small arrays travel as numpy arrays, inside the message from the
+# worker: a tensor would cost a shared-memory segment and a file-descriptor handover each.
+Batch = tuple[Tensor, np.ndarray, np.ndarray]
+
+
+class SharedBatches:
+    """Batch tensors in shared memory, for a loader worker: sending one to the main process then
+    copies nothing. A fresh one costs more than filling it (the pages of a new shared-memory
+    segment are faulted in one by one), so a worker reuses each buffer once the main process has
+    released it (see :func:`release`), which it marks in a byte after the data. A buffer that is not
+    released (a batch kept, or copied into pinned memory instead) is simply not reused."""
+
+    FLAG = 64  # bytes after the data; the first says whether the main process still uses it
+    KEEP = 3  # buffers per worker: what its prefetched batches and the one in use hold
+
+    def __init__(self, keep: int = KEEP) -> None:
+        self.keep = keep
+        self.buffers: list[torch.UntypedStorage] = []
+
+    def new(self, shape: tuple[int, ...]) -> Tensor:
+        """An uninitialised uint8 tensor of ``shape`` in shared memory."""
+        nbytes = int(np.prod(shape))
+        storage = next(
+            (s for s in self.buffers if s.nbytes() == nbytes + self.FLAG and s[nbytes] == 0),
+            None,
+        )
+        if storage is None:
+            storage = torch.UntypedStorage._new_shared(nbytes + self.FLAG)
+            if self.keep > 0:
+                self.buffers = [*self.buffers[-(self.keep - 1):], storage]
+        storage[nbytes] = 1  # in use until the main process releases it
+        return torch.empty(0, dtype=torch.uint8).set_(storage, 0, shape)
+
+
+def release(images: Tensor, mapped: deque | None = None) -> None:
+    """Tell the loader worker that made ``images`` that it may reuse their memory. ``mapped``
+    keeps the memory mapped in this process: when the worker sends the buffer again, torch then
+    finds it already mapped, and its pages need not be faulted in again."""
+    storage, nbytes = images.untyped_storage(), images.numel()
+    if (images.device.type == "cpu" and images.dtype == torch.uint8
+            and images.storage_offset() == 0 and images.is_contiguous()
+            and storage.nbytes() == nbytes + SharedBatches.FLAG and storage.is_shared()):
+        storage[nbytes] = 0
+        if mapped is not None and not any(s.data_ptr() == storage.data_ptr() for s in mapped):
+            mapped.append(storage)
+
+
+def keep_batch(batch: Batch) -> Batch:
+    """The loader's collate function: ``__getitems__`` already built the batch."""
+    return batch
 
 
 class PreparedImages(Dataset):
-    """One split of a prepared dataset; each item is a uint8 (S, S, 3) tensor and its label.
+    """One split of a prepared dataset, read a batch at a time (``__getitems__``).
 
-    The memory map is opened lazily in each worker process rather than pickled into it.
+    ``crop``: ``random`` (a random ``crop_size`` patch per image, Sec. 4.1), ``center`` or
+    ``none`` (the whole image); ``flip`` mirrors each patch with probability 1/2. The random draws
+    use torch's generator, which the DataLoader seeds per worker and per epoch. The memory map is
+    opened lazily in each worker process rather than pickled into it. ``reuse_memory``: each
+    worker keeps :attr:`SharedBatches.KEEP` batches of shared memory for reuse (for training,
+    where it pays; ``/dev/shm`` must hold them).
     """
 
-    def __init__(self, root: str | Path, split: str) -> None:
+    def __init__(self, root: str | Path, split: str, *, crop_size: int, crop: str = "center",
+                 flip: bool = False, reuse_memory: bool = False) -> None:
+        if crop not in CROP_MODES:
+            raise ValueError(f"crop must be one of {CROP_MODES}, got {crop!r}")
         self.root, self.split = Path(root), split
-        _, self.labels = prepared.open_split(self.root, split)
-        self._images: np.ndarray | None = None
+        images, labels = prepared.open_split(self.root, split)
+        self.image_size = images.shape[1]
+        if not 1 <= crop_size <= self.image_size:
+            raise ValueError(f"crop_size must be between 1 and {self.image_size}")
+        self.rows = np.flatnonzero(labels >= 0)  # rows of undecodable source files hold nothing
+        self.labels = labels[self.rows]
+        self.crop, self.flip = crop, flip
+        self.crop_size = crop_size if crop != "none" else self.image_size
+        self.reuse_memory = reuse_memory
+        self._array: np.ndarray | None = None
+        self._images: Tensor | None = None
+        self._shared: SharedBatches | None = None
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.rows)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getstate__(self) -> dict:
+        # Sent to worker processes without the memory map (pickling it would copy the split).
+        return {**self.__dict__, "_array": None, "_images": None, "_shared": None}
+
+    def _source(self) -> tuple[np.ndarray, Tensor]:
+        """The split's memory map, as an array and as a tensor."""
         if self._images is None:
-            self._images, _ = prepared.open_split(self.root, self.split)
-        return torch.from_numpy(np.array(self._images[index])), int(self.labels[index])
+            self._array, _ = prepared.open_split(self.root, self.split)
+            with warnings.catch_warnings():  # read-only map: the tensor is never written
+                warnings.simplefilter("ignore", UserWarning)
+                self._images = torch.from_numpy(self._array)
+        return self._array, self._images
+
+    def geometry(self, batch: int) -> Tensor:
+        """(batch, 3): each patch's top, left and whether it is mirrored."""
+        room = self.image_size - self.crop_size
+        if self.crop == "random":
+            corner = torch.randint(0, room + 1, (batch, 2))
+        else:
+            corner = torch.full((batch, 2), room // 2)
+        mirrored = (torch.rand(batch) < 0.5 if self.flip else torch.zeros(batch)).long()
+        return torch.cat([corner, mirrored[:, None]], dim=1)
+
+    def __getitems__(self, indices: list[int]) -> Batch:
+        # Sorted reads: neighbouring rows share pages, and a disk reads forwards.
+        order = np.sort(np.asarray(indices, dtype=np.int64))
+        rows = self.rows[order].tolist()
+        size = self.crop_size
+        geometry = self.geometry(len(rows))
+        shape = (len(rows), size, size, 3)
+        if get_worker_info() is None:
+            images = torch.empty(shape, dtype=torch.uint8)
+        else:  # each worker process has its own SharedBatches
+            self._shared = self._shared or SharedBatches(
+                SharedBatches.KEEP if self.reuse_memory else 0)
+            images = self._shared.new(shape)
+        array, tensor = self._source()
+        out = images.numpy()
+        for k, (row, (top, left, mirrored)) in enumerate(zip(rows, geometry.tolist(),
+                                                           strict=True)):
+            if mirrored:  # torch mirrors 3-byte pixels faster than numpy's negative strides
+                images[k] = tensor[row, top : top + size, left : left + size].flip(1)
+            else:  # and numpy copies plain patches faster than torch
+                out[k] = array[row, top : top + size, left : left + size]
+        return images, self.labels[order], geometry.numpy()
+
+    def __getitem__(self, index: int) -> Batch:
+        images, labels, geometry = self.__getitems__([index])
+        return images[0], labels[0], geometry[0]
 
 
 class PreparedDataModule(L.LightningDataModule):
@@ -40,12 +175,19 @@ class PreparedDataModule(L.LightningDataModule):
 
     ``test`` uses the val split (ILSVRC-2012 has no public test labels, Sec. 2); with
     ``ten_crop`` the test batches carry the paper's 10 patches per image.
+
+    ``source``, ``root`` and ``val_fraction`` say how ``prepared_dir`` is made from the user's
+    files (``src/prepare.py``); training only reads ``prepared_dir``, and uses them to check it
+    and to say how to make it when it is missing.
     """
 
     def __init__(
         self,
         prepared_dir: str,
         *,
+        source: str | None = None,
+        root: str | None = None,
+        val_fraction: float | None = None,
         image_size: int = 256,
         crop_size: int = 227,
         batch_size: int = 128,
@@ -57,6 +199,7 @@ class PreparedDataModule(L.LightningDataModule):
         pca_jitter: bool = True,
         pca_std: float = 0.1,
         ten_crop: bool = False,
+        scale: float = 1.0,
         pin_memory: bool = True,
     ) -> None:
         super().__init__()
@@ -69,41 +212,94 @@ class PreparedDataModule(L.LightningDataModule):
                 f"data.crop_size must be between 1 and data.image_size={image_size}, "
                 f"got {crop_size}"
             )
+        if source is not None and source not in SOURCES:
+            raise ValueError(f"data.source must be one of {list(SOURCES)}, got {source!r}")
+        if pca_std < 0:
+            raise ValueError(f"data.pca_std must be >= 0, got {pca_std}")
         self.root = Path(prepared_dir)
+        self.source, self.source_root, self.val_fraction = source, root, val_fraction
         self.image_size, self.crop_size = image_size, crop_size
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
-        self.augment = dict(crop=crop, flip=flip, pca_jitter=pca_jitter, pca_std=pca_std)
+        self.crop, self.flip = crop, flip
+        self.pca = dict(pca_jitter=pca_jitter, pca_std=pca_std)
         self.mean_mode = mean
         self.ten_crop = ten_crop
+        self.scale = scale
         self.stats: dict[str, Any] | None = None
+        self._in_transfer: Tensor | None = None
+        self._mapped: deque = deque(maxlen=max(1, num_workers) * SharedBatches.KEEP)
+        Preset(crop_size=crop_size, mean_image=torch.zeros(image_size, image_size, 3), mean=mean,
+               scale=scale)
 
     # -- lifecycle -------------------------------------------------------------------------
+    def prepare_command(self, force: bool = False) -> str:
+        """The command that writes ``prepared_dir`` from the user's files."""
+        source = self.source or "imagenet"
+        parts = ["python src/prepare.py", f"data={source}",
+                 f"data.root={self.source_root or ROOT_EXAMPLE[source]}"]
+        if self.image_size != DEFAULT_IMAGE_SIZE[source]:
+            parts.append(f"data.image_size={self.image_size}")
+        if source == "imagefolder" and self.val_fraction is not None:
+            parts.append(f"data.val_fraction={self.val_fraction}")
+        parts.append(f"data.prepared_dir={self.root}")
+        return " ".join(parts + (["force=true"] if force else []))
+
+    def load_stats(self) -> dict[str, Any]:
+        """Check ``prepared_dir`` against the configuration; DataError says what to run."""
+        try:
+            stats = prepared.load_stats(self.root, self.image_size)
+        except DataError as err:
+            if self.source is None:
+                raise
+            force = prepared.is_prepared(self.root)
+            raise DataError(f"{err}; to prepare it: {self.prepare_command(force)}") from None
+        made_from = stats.get("source", {})
+        if self.source is not None and made_from.get("kind") != self.source:
+            raise DataError(
+                f"{self.root} holds {made_from.get('kind')!r} data, not data.source="
+                f"{self.source}: set data.prepared_dir to the {self.source} dataset"
+            )
+        if self.source_root is not None and made_from.get("root") not in (None, str(
+                Path(self.source_root).expanduser().resolve())):
+            raise DataError(
+                f"{self.root} was prepared from {made_from['root']}, not data.root="
+                f"{self.source_root}: prepare that into another data.prepared_dir"
+            )
+        return stats
+
     def prepare_data(self) -> None:
         """Check that the prepared dataset exists (subclasses may create it here)."""
-        prepared.load_stats(self.root, self.image_size)
+        self.load_stats()
 
     def setup(self, stage: str | None = None) -> None:
         if hasattr(self, "train_set"):
             return
-        self.stats = prepared.load_stats(self.root, self.image_size)
+        self.stats = self.load_stats()
         mean_image = torch.from_numpy(np.load(self.root / prepared.MEAN_IMAGE_FILE))
-        common = dict(crop_size=self.crop_size, mean_image=mean_image, mean=self.mean_mode)
+        common = dict(crop_size=self.crop_size, mean_image=mean_image, mean=self.mean_mode,
+                      scale=self.scale)
         self.train_preset = Preset(
-            **common, train=True, **self.augment,
+            **common, **self.pca,
             pca_eigval=self.stats["pca_eigval"], pca_eigvec=self.stats["pca_eigvec"],
         )
-        self.eval_preset = Preset(**common, train=False)
-        self.test_preset = Preset(**common, train=False, ten_crop=self.ten_crop)
-        self.train_set = PreparedImages(self.root, "train")
-        self.val_set = PreparedImages(self.root, "val")
+        self.eval_preset = Preset(**common)
+        self.test_preset = Preset(**common, ten_crop=self.ten_crop)
+        # Without crops the network sees the central patch: the paper's "no translations"
+        # control (Sec. 4.1); reflections are switched separately.
+        self.train_set = PreparedImages(self.root, "train", crop_size=self.crop_size,
+                                        crop="random" if self.crop else "center", flip=self.flip,
+                                        reuse_memory=True)
+        self.val_set = PreparedImages(self.root, "val", crop_size=self.crop_size)
+        self.test_set = PreparedImages(self.root, "val", crop_size=self.crop_size,
+                                       crop="none" if self.ten_crop else "center")
 
     @property
     def num_classes(self) -> int:
         if self.stats is None:
-            self.stats = prepared.load_stats(self.root, self.image_size)
+            self.stats = self.load_stats()
         return int(self.stats["num_classes"])
 
     # -- loaders ---------------------------------------------------------------------------
@@ -114,6 +310,7 @@ class PreparedDataModule(L.LightningDataModule):
             shuffle=shuffle,
             drop_last=shuffle and len(dataset) > batch_size,
             num_workers=self.num_workers,
+            collate_fn=keep_batch,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
         )
@@ -125,12 +322,16 @@ class PreparedDataModule(L.LightningDataModule):
         return self._loader(self.val_set, self.eval_batch_size, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self.eval_batch_size, shuffle=False)
+        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        images, labels, geometry = batch
+        self._in_transfer = images
+        return images, torch.as_tensor(labels), torch.as_tensor(geometry)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Augment on the batch's device: the GPU when there is one (Sec. 4.1 did it on CPU
-        while the GPU trained; here the GPU is fast enough to do both)."""
-        images, labels = batch
+        """Centre and jitter on the batch's device: the GPU when there is one (Sec. 4.1 did it on
+        the CPU while the GPU trained; here the GPU is fast enough to do both)."""
         trainer = self.trainer
         if trainer is not None and trainer.training:
             preset = self.train_preset
@@ -138,7 +339,16 @@ class PreparedDataModule(L.LightningDataModule):
             preset = self.test_preset
         else:
             preset = self.eval_preset
-        return preset(images), labels
+        sent, self._in_transfer = self._in_transfer, None
+        return self.network_input(batch, preset, sent)
+
+    def network_input(self, batch: Batch, preset: Preset, sent: Tensor | None = None) -> tuple:
+        """(input, labels) of a loader batch, after which the loader's memory of the batch
+        (``sent``, the uint8 images as they left the loader) is released for reuse."""
+        images, labels, geometry = batch
+        x = preset(images, torch.as_tensor(geometry))
+        release(images if sent is None else sent, self._mapped)
+        return x, torch.as_tensor(labels)
 
 
 class SyntheticDataModule(PreparedDataModule):
@@ -162,6 +372,5 @@ class SyntheticDataModule(PreparedDataModule):
         )
 
     def prepare_data(self) -> None:
-        if not prepared.is_prepared(self.root):
-            synthetic.generate(self.root, **self.generation)
+        synthetic.prepare(self.root, **self.generation)
         super().prepare_data()

@@ -6,13 +6,14 @@ A prepared dataset is a directory::
     stats.json          format version, image size, classes, counts, mean RGB, RGB PCA, skips
     mean_image.npy      float32 (S, S, 3), the mean training image (Sec. 2)
     train_images.npy    uint8 (N, S, S, 3), one S x S RGB image per row, opened as a memory map
-    train_labels.npy    int64 (N,)
+    train_labels.npy    int64 (N,); -1 marks the row of a source file that could not be decoded
     val_images.npy      ...
     val_labels.npy
 
 Why uint8 memory maps: decoding JPEGs costs milliseconds per image, which a 2-core machine cannot
 afford at thousands of images per second; reading a 256 x 256 x 3 row from the page cache costs
-microseconds, and random access is free. The price is disk space (196 KiB per image at 256 x 256).
+microseconds, random access is free, and a random crop reads only the rows it needs. The price is
+disk space (196 KiB per image at 256 x 256, 240 GiB for ILSVRC-2012's training set).
 
 A directory is only ever complete: writers fill ``<dir>.partial`` and rename it at the end, so an
 interrupted write never leaves a directory that looks prepared.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -30,7 +32,7 @@ from typing import Any
 import numpy as np
 
 FORMAT_NAME = "alexnet-prepared"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: labels of -1 mark undecodable source files; per-class counts by name
 STATS_FILE = "stats.json"
 MEAN_IMAGE_FILE = "mean_image.npy"
 SPLITS = ("train", "val")
@@ -57,8 +59,8 @@ def is_prepared(root: str | os.PathLike) -> bool:
     return (Path(root) / STATS_FILE).is_file()
 
 
-def load_stats(root: str | os.PathLike, image_size: int | None = None) -> dict[str, Any]:
-    """Read and check ``stats.json``; raise DataError naming the path and what was expected."""
+def read_stats(root: str | os.PathLike) -> dict[str, Any]:
+    """Read ``stats.json`` of any version; DataError if there is none or it is unreadable."""
     root = Path(root)
     path = root / STATS_FILE
     if not root.exists():
@@ -66,10 +68,20 @@ def load_stats(root: str | os.PathLike, image_size: int | None = None) -> dict[s
     if not path.is_file():
         raise DataError(f"{root} is not a prepared dataset: {STATS_FILE} is missing")
     try:
-        stats = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise DataError(f"{path} is unreadable: {err}") from None
-    if stats.get("format") != FORMAT_NAME or stats.get("format_version") != FORMAT_VERSION:
+
+
+def is_current(stats: dict[str, Any]) -> bool:
+    return stats.get("format") == FORMAT_NAME and stats.get("format_version") == FORMAT_VERSION
+
+
+def load_stats(root: str | os.PathLike, image_size: int | None = None) -> dict[str, Any]:
+    """Read and check ``stats.json``; raise DataError naming the path and what was expected."""
+    root = Path(root)
+    stats = read_stats(root)
+    if not is_current(stats):
         raise DataError(
             f"{root} was prepared in format {stats.get('format')!r} version "
             f"{stats.get('format_version')!r}; this version reads {FORMAT_NAME!r} version "
@@ -85,7 +97,8 @@ def load_stats(root: str | os.PathLike, image_size: int | None = None) -> dict[s
 
 
 def open_split(root: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Return (images, labels) of one split; the images are a read-only memory map."""
+    """Return (images, labels) of one split; the images are a read-only memory map. Rows whose
+    label is -1 hold no image (their source file could not be decoded)."""
     ipath, lpath = images_path(Path(root), split), labels_path(Path(root), split)
     for path in (ipath, lpath):
         if not path.is_file():
@@ -100,66 +113,129 @@ def open_split(root: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndar
 
 
 def create_split(root: Path, split: str, count: int, image_size: int) -> np.ndarray:
-    """Allocate the image file of one split and return it as a writable memory map."""
+    """Allocate the image file of one split (sparse until written) and return it as a writable
+    memory map."""
     return np.lib.format.open_memmap(
         images_path(root, split), mode="w+", dtype=np.uint8,
         shape=(count, image_size, image_size, 3),
     )
 
 
-def pixel_statistics(images: np.ndarray, chunk: int = 256) -> dict[str, Any]:
-    """Mean image, mean RGB and the RGB covariance's eigen-decomposition over all pixels.
+class PixelSums:
+    """Exact integer sums over training images, from which the mean image and the RGB covariance
+    follow. Integer sums do not depend on the order in which images are added, so a prepare that
+    was interrupted and resumed, or ran with another number of processes, gives identical
+    statistics."""
 
-    The PCA is on the 0-255 pixel scale that training adds the colour jitter on (Sec. 4.1: "the
-    scale of lambda depends on the pixel scale used for the PCA: keep them consistent").
-    Accumulated in float64 chunk by chunk so that it never loads the whole split.
-    """
-    n = len(images)
-    if n == 0:
-        raise DataError("cannot compute statistics of an empty training split")
-    sum_image = np.zeros(images.shape[1:], dtype=np.float64)
-    sum_outer = np.zeros((3, 3), dtype=np.float64)
-    for start in range(0, n, chunk):
-        block = np.asarray(images[start : start + chunk], dtype=np.float64)
-        sum_image += block.sum(axis=0)
-        pixels = block.reshape(-1, 3)
-        sum_outer += pixels.T @ pixels
-    pixel_count = n * images.shape[1] * images.shape[2]
-    mean_image = sum_image / n
-    mean_rgb = mean_image.reshape(-1, 3).mean(axis=0)
-    covariance = sum_outer / pixel_count - np.outer(mean_rgb, mean_rgb)
-    eigval, eigvec = np.linalg.eigh(covariance)
-    order = np.argsort(eigval)[::-1]  # largest component first
-    eigval, eigvec = eigval[order], eigvec[:, order]
+    def __init__(self, image_size: int) -> None:
+        self.count = 0
+        self.sum_image = np.zeros((image_size, image_size, 3), dtype=np.uint64)
+        self.sum_outer = np.zeros((3, 3), dtype=np.int64)
+
+    def add(self, image: np.ndarray) -> None:
+        """Add one uint8 (S, S, 3) image."""
+        np.add(self.sum_image, image, out=self.sum_image, casting="unsafe")
+        pixels = image.reshape(-1, 3).astype(np.float64)
+        # Exact: every partial sum is an integer below 2**53 (65536 pixels x 255**2 per image).
+        self.sum_outer += (pixels.T @ pixels).astype(np.int64)
+        self.count += 1
+
+    def merge(self, other: PixelSums) -> None:
+        self.sum_image += other.sum_image
+        self.sum_outer += other.sum_outer
+        self.count += other.count
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"count": np.int64(self.count), "sum_image": self.sum_image,
+                "sum_outer": self.sum_outer}
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray]) -> PixelSums:
+        sums = cls(state["sum_image"].shape[0])
+        sums.count = int(state["count"])
+        sums.sum_image[...] = state["sum_image"]
+        sums.sum_outer[...] = state["sum_outer"]
+        return sums
+
+    def statistics(self) -> dict[str, Any]:
+        """Mean image, mean RGB and the RGB covariance's eigen-decomposition over all pixels.
+
+        The PCA is on the 0-255 pixel scale that training adds the colour jitter on (Sec. 4.1:
+        the scale of lambda depends on the pixel scale used for the PCA: keep them consistent).
+        """
+        if self.count == 0:
+            raise DataError("cannot compute statistics of an empty training split")
+        size = self.sum_image.shape[0]
+        mean_image = self.sum_image.astype(np.float64) / self.count
+        pixel_count = self.count * size * size
+        mean_rgb = self.sum_image.reshape(-1, 3).sum(axis=0, dtype=np.float64) / pixel_count
+        covariance = self.sum_outer.astype(np.float64) / pixel_count - np.outer(
+            mean_rgb, mean_rgb
+        )
+        eigval, eigvec = np.linalg.eigh(covariance)
+        order = np.argsort(eigval)[::-1]  # largest component first
+        eigval, eigvec = eigval[order], eigvec[:, order]
+        # An eigenvector's sign is arbitrary; fix it (largest entry positive) so that the same
+        # pixels always give the same stats.json.
+        eigvec = eigvec * np.sign(eigvec[np.argmax(np.abs(eigvec), axis=0), range(3)])
+        return {
+            "mean_image": mean_image.astype(np.float32),
+            "mean_rgb": mean_rgb.tolist(),
+            "rgb_covariance": covariance.tolist(),
+            "pca_eigval": np.clip(eigval, 0.0, None).tolist(),
+            "pca_eigvec": eigvec.tolist(),  # columns are the eigenvectors p1, p2, p3
+        }
+
+
+def pixel_statistics(images: np.ndarray, labels: np.ndarray | None = None) -> dict[str, Any]:
+    """:meth:`PixelSums.statistics` of the rows of ``images`` whose label is not -1."""
+    sums = PixelSums(images.shape[1])
+    for i in range(len(images)):
+        if labels is None or labels[i] >= 0:
+            sums.add(np.asarray(images[i]))
+    return sums.statistics()
+
+
+def count_labels(labels: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    per_class = np.bincount(labels[labels >= 0], minlength=len(classes))
     return {
-        "mean_image": mean_image.astype(np.float32),
-        "mean_rgb": mean_rgb.tolist(),
-        "rgb_covariance": covariance.tolist(),
-        "pca_eigval": np.clip(eigval, 0.0, None).tolist(),
-        "pca_eigvec": eigvec.tolist(),  # columns are the eigenvectors p1, p2, p3
+        "total": int(per_class.sum()),
+        "per_class": {name: int(n) for name, n in zip(classes, per_class, strict=True)},
     }
 
 
-def finalize(
+_NUMBER_LIST = re.compile(r"\[\s+(-?[\d.e+-]+(?:,\s+-?[\d.e+-]+)*)\s+\]")
+
+
+def dumps(data: Any) -> str:
+    """Indented JSON with lists of numbers on one line (an RGB triple, a covariance row)."""
+    text = json.dumps(data, indent=2)
+    return _NUMBER_LIST.sub(lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(dumps(data) + "\n")
+    tmp.replace(path)
+
+
+def complete(
     work_dir: Path,
-    root: Path,
     *,
     classes: Sequence[str],
     image_size: int,
+    sums: PixelSums,
     source: dict[str, Any],
-    skipped: Iterable[dict[str, str]] = (),
+    skipped: Iterable[dict[str, Any]] = (),
+    class_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Compute the statistics of a fully written ``work_dir``, write stats.json, then move it to
-    ``root`` in one rename. Returns the stats."""
-    counts: dict[str, Any] = {}
+    """Write the mean image and ``stats.json`` into a fully written ``work_dir``; returns the
+    stats. ``stats.json`` comes last: its presence is what makes a directory complete."""
+    counts = {}
     for split in SPLITS:
-        if not images_path(work_dir, split).is_file():
-            continue
-        labels = np.load(labels_path(work_dir, split))
-        per_class = np.bincount(labels, minlength=len(classes))
-        counts[split] = {"total": int(len(labels)), "per_class": per_class.tolist()}
-    train_images, _ = open_split(work_dir, "train")
-    pixel = pixel_statistics(train_images)
+        if labels_path(work_dir, split).is_file():
+            counts[split] = count_labels(np.load(labels_path(work_dir, split)), classes)
+    pixel = sums.statistics()
     np.save(work_dir / MEAN_IMAGE_FILE, pixel.pop("mean_image"))
     stats = {
         "format": FORMAT_NAME,
@@ -167,6 +243,7 @@ def finalize(
         "image_size": int(image_size),
         "num_classes": len(classes),
         "classes": list(classes),
+        **({"class_names": list(class_names)} if class_names else {}),
         "counts": counts,
         **pixel,
         "pixel_scale": "0-255",
@@ -174,10 +251,16 @@ def finalize(
         "source": source,
         "skipped": list(skipped),
     }
-    tmp = work_dir / (STATS_FILE + ".tmp")
-    tmp.write_text(json.dumps(stats, indent=2) + "\n")
-    tmp.replace(work_dir / STATS_FILE)
-    if root.exists():
-        shutil.rmtree(root)
-    work_dir.replace(root)
+    write_json_atomic(work_dir / STATS_FILE, stats)
     return stats
+
+
+def publish(work_dir: Path, root: Path) -> None:
+    """Move a complete ``work_dir`` to ``root`` by renaming, replacing what was there."""
+    if root.exists():
+        old = root.with_name(f"{root.name}.old-{os.getpid()}")
+        root.replace(old)
+        work_dir.replace(root)
+        shutil.rmtree(old)
+    else:
+        work_dir.replace(root)

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import colorsys
 import itertools
-import multiprocessing
 import os
-from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
-from alexnet.data import prepared
+from alexnet.data import prepared, writer
 
 SHAPES = ("disc", "square", "triangle", "cross", "ring", "star", "diamond", "bar")
 TEXTURES = ("solid", "stripes", "checker", "dots")
@@ -131,9 +130,26 @@ def render(
     return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def _render_job(job: tuple[tuple[str, str, float], int, tuple[int, int, int]]) -> np.ndarray:
-    (shape, texture, hue), size, key = job
-    return render(shape, texture, hue, size, np.random.default_rng(key))
+@dataclass
+class SyntheticImages:
+    """The rows of one split (a writer.RowReader). Every image has its own random stream, so the
+    result does not depend on the number of worker processes or on interruptions, and changing
+    the val size never changes the train images."""
+
+    table: list[tuple[str, str, float]]
+    labels: np.ndarray
+    seed: int
+    split_index: int
+
+    def read(self, start: int, stop: int, size: int) -> tuple[np.ndarray, list[tuple[int, str]]]:
+        images = np.empty((stop - start, size, size, 3), dtype=np.uint8)
+        for row in range(start, stop):
+            rng = np.random.default_rng((self.seed, self.split_index, row))
+            images[row - start] = render(*self.table[self.labels[row]], size, rng)
+        return images, []
+
+    def describe(self, row: int) -> str:
+        return f"synthetic image {row}"
 
 
 def generate(
@@ -145,41 +161,30 @@ def generate(
     image_size: int = 256,
     seed: int = 0,
     workers: int | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> dict:
     """Draw the dataset and write it to ``root`` in the prepared format; returns its stats."""
-    root = Path(root)
     table = class_table(num_classes)
     if train_per_class < 1 or val_per_class < 1:
         raise ValueError("data.train_per_class and data.val_per_class must be at least 1")
     if image_size < 16:
         raise ValueError(f"data.image_size must be at least 16, got {image_size}")
-    work = prepared.partial_dir(root)
-    work.mkdir(parents=True, exist_ok=True)
-    workers = max(1, min(workers or os.cpu_count() or 1, 8))
+    splits = {}
     for split_index, (split, per_class) in enumerate(
         zip(prepared.SPLITS, (train_per_class, val_per_class), strict=True)
     ):
         labels = np.tile(np.arange(num_classes, dtype=np.int64), per_class)
         np.random.default_rng([seed, split_index]).shuffle(labels)
-        # Every image has its own random stream, so the result does not depend on the number of
-        # worker processes, and changing the val size never changes the train images.
-        jobs = [(table[y], image_size, (seed, split_index, i)) for i, y in enumerate(labels)]
-        images = prepared.create_split(work, split, len(labels), image_size)
-        with multiprocessing.Pool(workers) if workers > 1 else nullcontext() as pool:
-            drawn = pool.imap(_render_job, jobs, chunksize=16) if pool else map(_render_job, jobs)
-            for i, image in enumerate(
-                tqdm(drawn, total=len(jobs), desc=f"synthetic {split}", disable=not progress)
-            ):
-                images[i] = image
-        images.flush()
-        del images
-        np.save(prepared.labels_path(work, split), labels)
-    return prepared.finalize(
-        work,
-        root,
-        classes=[class_name(*c) for c in table],
+        splits[split] = writer.Split(
+            labels=labels,
+            reader=SyntheticImages(table, labels, seed, split_index),
+            identity=[f"synthetic seed {seed} {split} {len(labels)}"],
+        )
+    job = writer.Job(
+        root=Path(root),
         image_size=image_size,
+        classes=[class_name(*c) for c in table],
+        splits=splits,
         source={
             "kind": "synthetic",
             "seed": seed,
@@ -187,3 +192,13 @@ def generate(
             "val_per_class": val_per_class,
         },
     )
+    workers = max(1, min(workers or os.cpu_count() or 1, 8))
+    return writer.write(job, workers=workers, chunk_size=32, progress=progress).stats
+
+
+def prepare(root: str | Path, **generation: Any) -> dict:
+    """The stats of the built-in dataset at ``root``, drawn first if it is missing or was
+    written by an older version of the format (it is a cache)."""
+    if prepared.is_prepared(root) and prepared.is_current(prepared.read_stats(root)):
+        return prepared.load_stats(root)
+    return generate(root, **generation)

@@ -1,0 +1,103 @@
+"""Preparing a dataset once from the user's files (what ``src/prepare.py`` runs): find the images,
+check the layout, then write the prepared format (``writer``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from alexnet.data import cifar10, prepared, sources, writer
+from alexnet.data.images import ImageFiles
+from alexnet.data.prepared import DataError
+
+SOURCES = ("imagenet", "imagefolder", "cifar10")
+
+
+def plan(
+    source: str,
+    root: str | os.PathLike | None,
+    prepared_dir: str | os.PathLike,
+    image_size: int,
+    val_fraction: float | None = None,
+) -> writer.Job:
+    """Find and check the source's files; the job that writes them to ``prepared_dir``."""
+    if source not in SOURCES:
+        raise DataError(f"data.source must be one of {list(SOURCES)}, got {source!r}")
+    if source == "cifar10":
+        if image_size != cifar10.IMAGE_SIZE:
+            raise DataError(
+                f"CIFAR-10 images are {cifar10.IMAGE_SIZE}x{cifar10.IMAGE_SIZE} and stay so: "
+                f"set data.image_size={cifar10.IMAGE_SIZE}, got {image_size}"
+            )
+        found = cifar10.find_cifar10(root)
+        splits = {
+            name: writer.Split(labels=found["labels"][name], reader=found["readers"][name],
+                               identity=found["identity"][name])
+            for name in prepared.SPLITS
+        }
+        return writer.Job(root=Path(prepared_dir), image_size=image_size,
+                          classes=found["classes"], splits=splits, source=found["description"])
+    if image_size < 8:
+        raise DataError(f"data.image_size must be at least 8, got {image_size}")
+    listing = (
+        sources.find_imagenet(root) if source == "imagenet"
+        else sources.find_imagefolder(root, val_fraction)
+    )
+    splits = {
+        name: writer.Split(labels=listing.labels[name], reader=ImageFiles(listing.files[name]),
+                           identity=listing.files[name])
+        for name in prepared.SPLITS
+    }
+    return writer.Job(root=Path(prepared_dir), image_size=image_size, classes=listing.classes,
+                      splits=splits, source=listing.description,
+                      class_names=listing.class_names)
+
+
+def existing(
+    prepared_dir: str | os.PathLike, source: str, root: str | os.PathLike | None,
+    image_size: int, force: bool,
+) -> dict[str, Any] | None:
+    """The stats of ``prepared_dir`` if it already holds this source at this size (nothing to
+    do); None if it must be written. DataError if it holds something else and ``force`` is off,
+    rather than replacing a dataset that took hours to prepare."""
+    prepared_dir = Path(prepared_dir)
+    wanted = str(sources.check_root(root, sources.NAMES.get(source, source)))
+    if force or not prepared.is_prepared(prepared_dir):
+        return None
+    stats = prepared.read_stats(prepared_dir)
+    made_from = stats.get("source", {})
+    if (
+        prepared.is_current(stats) and stats.get("image_size") == image_size
+        and made_from.get("kind") == source and made_from.get("root") == wanted
+    ):
+        return stats
+    what = (
+        f"an older format (version {stats.get('format_version')})"
+        if not prepared.is_current(stats)
+        else f"{made_from.get('kind')} from {made_from.get('root')} at "
+             f"{stats.get('image_size')}x{stats.get('image_size')}"
+    )
+    raise DataError(
+        f"data.prepared_dir={prepared_dir} already holds {what}: pass force=true to replace it, "
+        f"or choose another data.prepared_dir"
+    )
+
+
+def describe(result: writer.Result, source: str) -> str:
+    """One paragraph for the terminal: what was written, how fast."""
+    stats = result.stats
+    counts = ", ".join(f"{split} {c['total']}" for split, c in stats["counts"].items())
+    root = stats["source"].get("root", "")
+    lines = [f"prepared {source} from {root}: {counts} images at "
+             f"{stats['image_size']}x{stats['image_size']}, {stats['num_classes']} classes"]
+    if result.images:
+        rate = result.images / result.seconds if result.seconds > 0 else float("nan")
+        lines.append(
+            f"{result.images} images in {result.seconds:.1f} s: {rate:.0f} images/s with "
+            f"{result.workers} processes" + (" (resumed)" if result.resumed else "")
+        )
+    if stats["skipped"]:
+        lines.append(f"{len(stats['skipped'])} files could not be decoded and were skipped "
+                     f"(listed under 'skipped' in stats.json), e.g. {stats['skipped'][0]['path']}")
+    return "\n".join(lines)

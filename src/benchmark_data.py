@@ -1,0 +1,183 @@
+"""Throughput of the training input pipeline against torchvision's ImageFolder + PIL pipeline.
+
+    python src/benchmark_data.py [--workers 2] [--batch-size 128] [--seconds 15]
+
+Both pipelines read the same real JPEGs (by default the 1000 ImageNet images in
+``../shared/data/imagenet-sample``, or ``--images DIR``) with the same number of loader workers,
+and both deliver training-ready batches of random 227 x 227 patches:
+
+- baseline: ImageFolder + PIL, Resize(256), CenterCrop(256), RandomCrop(227), RandomHorizontalFlip,
+  ToTensor, the default collate;
+- ours: the images prepared once by ``src/prepare.py`` (the prepare is timed too), then
+  ``PreparedDataModule``'s training loader, and the preset (float, mean image, PCA colour shift)
+  run on the CPU in the main process: everything a CPU does for a batch when there is no GPU.
+  ``ours, loader only`` is the part that stays on the CPU when a GPU runs the preset.
+
+The images are read from the page cache (the benchmark reads them once before timing), so the
+figures are the pipelines' CPU cost, not the disk's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+os.environ.setdefault("ALEXNET_ROOT", str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from alexnet.data import prepare, writer  # noqa: E402
+from alexnet.data.datamodule import PreparedDataModule  # noqa: E402
+from alexnet.data.images import is_image_file  # noqa: E402
+
+SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
+
+
+def build_image_folder(images: Path, out: Path, count: int | None) -> int:
+    """train/<class>/ and val/<class>/ of links to the JPEGs (the class is the name's part
+    before the first underscore, as in the sample's ``<wnid>_<label>.JPEG``)."""
+    files = sorted(p for p in images.iterdir() if is_image_file(p.name))[:count]
+    if not files:
+        raise SystemExit(f"error: no images in {images}")
+    for split in ("train", "val"):
+        for path in files:
+            folder = out / split / path.name.split("_")[0]
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / path.name).symlink_to(path.resolve())
+    return len(files)
+
+
+def cpu_seconds() -> float:
+    """CPU time used so far by this process and its live child processes (the loader workers).
+    Unlike images/s, CPU time per image hardly depends on what else the machine is running."""
+    total = time.process_time()
+    try:
+        children = Path(f"/proc/self/task/{os.getpid()}/children").read_text().split()
+        tick = os.sysconf("SC_CLK_TCK")
+        for pid in children:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    except (OSError, ValueError):  # not Linux: this process only
+        pass
+    return total
+
+
+def measure(batches: Iterable, step: Callable, seconds: float,
+            warmup: int = 2) -> tuple[float, float]:
+    """(images per second, CPU milliseconds per image) over at least ``seconds`` of batches,
+    after ``warmup`` batches (worker start-up excluded); cycles through epochs as needed."""
+    images, started, cpu = 0, None, 0.0
+    while True:
+        for index, batch in enumerate(batches):
+            count = step(batch)
+            if started is None:
+                if index + 1 >= warmup:
+                    started, cpu = time.perf_counter(), cpu_seconds()
+                continue
+            images += count
+            elapsed = time.perf_counter() - started
+            if elapsed >= seconds:
+                return images / elapsed, (cpu_seconds() - cpu) / images * 1000
+
+
+def torchvision_loader(folder: Path, batch_size: int, workers: int) -> torch.utils.data.DataLoader:
+    from torchvision import datasets, transforms
+
+    transform = transforms.Compose([
+        transforms.Resize(256), transforms.CenterCrop(256), transforms.RandomCrop(227),
+        transforms.RandomHorizontalFlip(), transforms.ToTensor(),
+    ])
+    dataset = datasets.ImageFolder(str(folder), transform=transform)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True,
+                                       num_workers=workers, drop_last=True,
+                                       persistent_workers=workers > 0)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=Path, default=SAMPLE, help="a folder of JPEGs")
+    parser.add_argument("--count", type=int, default=None, help="use the first N images")
+    parser.add_argument("--workers", type=int, default=2, help="loader workers, both pipelines")
+    parser.add_argument("--prepare-workers", type=int, default=None,
+                        help="prepare processes (default: one per core)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--seconds", type=float, default=15.0, help="timed seconds per pipeline")
+    parser.add_argument("--keep", type=Path, default=None, help="work here and keep the files")
+    args = parser.parse_args()
+    if not args.images.is_dir():
+        raise SystemExit(f"error: {args.images} does not exist: pass --images DIR of JPEGs")
+
+    work = args.keep or Path(tempfile.mkdtemp(prefix="alexnet-bench-"))
+    try:
+        tree, prepared_dir = work / "images", work / "prepared"
+        shutil.rmtree(tree, ignore_errors=True)
+        shutil.rmtree(prepared_dir, ignore_errors=True)
+        count = build_image_folder(args.images, tree, args.count)
+        for path in tree.rglob("*"):  # into the page cache, for both pipelines alike
+            if path.is_file():
+                path.read_bytes()
+        print(f"{count} JPEGs from {args.images}; {os.cpu_count()} CPUs: {cpu_model()}; "
+              f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+        job = prepare.plan("imagefolder", tree, prepared_dir, 256)
+        result = writer.write(job, workers=args.prepare_workers, progress=False)
+        prepare_rate = result.images / result.seconds
+        print(f"prepare: {result.images} images (train and val) in {result.seconds:.1f} s = "
+              f"{prepare_rate:.0f} images/s with {result.workers} processes")
+
+        baseline = torchvision_loader(tree / "train", args.batch_size, args.workers)
+        load = os.getloadavg()
+        base_rate, base_cpu = base = measure(baseline, lambda b: len(b[1]), args.seconds)
+
+        data = PreparedDataModule(str(prepared_dir), source="imagefolder",
+                                  batch_size=args.batch_size, num_workers=args.workers,
+                                  pin_memory=False)
+        data.setup("fit")
+        loader = data.train_dataloader()
+        preset = data.train_preset
+        loader_rate = measure(loader, lambda b: len(b[1]), args.seconds)
+        ours_rate = measure(
+            loader, lambda b: len(data.network_input(b, preset)[1]), args.seconds)
+        rows = [
+            ("torchvision ImageFolder + PIL", base),
+            ("ours, CPU only (loader + preset on CPU)", ours_rate),
+            ("ours, loader only (a GPU runs the preset)", loader_rate),
+        ]
+        if torch.cuda.is_available():
+            def on_gpu(batch: tuple) -> int:
+                images, labels, geometry = batch
+                on_device = (images.cuda(), labels.cuda(), geometry)
+                x, _ = data.network_input(on_device, preset, sent=images)
+                torch.cuda.synchronize()
+                return len(x)
+
+            rows.append(("ours, preset on the GPU", measure(loader, on_gpu, args.seconds)))
+        print(f"\ntraining input pipeline, batch {args.batch_size}, {args.workers} workers, "
+              f"{args.seconds:g} s each (load average before: {load[0]:.2f}):")
+        print(f"  {'':<42} {'images/s':>9} {'speed-up':>8} {'CPU ms/image':>13} {'less CPU':>9}")
+        for name, (rate, cpu) in rows:
+            print(f"  {name:<42} {rate:9.0f} {rate / base_rate:7.1f}x {cpu:13.3f} "
+                  f"{base_cpu / cpu:8.1f}x")
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

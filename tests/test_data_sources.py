@@ -1,0 +1,313 @@
+"""Finding images and labels in the user's layouts, and one clear error for each bad input."""
+
+from __future__ import annotations
+
+import csv
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alexnet.data import cifar10, sources, writer
+from alexnet.data import prepare as preparing
+from alexnet.data.prepared import DataError, open_split
+
+WNIDS = ["n01440764", "n01443537", "n01484850"]
+
+
+def write_image(path: Path, colour: tuple[int, int, int] = (200, 60, 20),
+                size: tuple[int, int] = (40, 30), fmt: str = "JPEG") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path, format=fmt)
+    return path
+
+
+def class_colour(label: int) -> tuple[int, int, int]:
+    return (40 + 80 * label, 128, 200 - 60 * label)
+
+
+def make_imagenet(root: Path, *, val: str = "folders", per_class: int = 2,
+                  wnids: list[str] = WNIDS) -> list[str]:
+    """train/<wnid>/ and val/ (class folders or flat); returns the wnid of each flat val image
+    ILSVRC2012_val_00000001.JPEG, ... in order."""
+    for label, wnid in enumerate(wnids):
+        for i in range(per_class):
+            write_image(root / "train" / wnid / f"{wnid}_{i}.JPEG", class_colour(label))
+    # Val images in an order that is not the class order, as in ILSVRC-2012.
+    truth = [wnids[(2 * i + 1) % len(wnids)] for i in range(per_class * len(wnids))]
+    for number, wnid in enumerate(truth, start=1):
+        name = f"ILSVRC2012_val_{number:08d}.JPEG"
+        folder = root / "val" / wnid if val == "folders" else root / "val"
+        write_image(folder / name, class_colour(wnids.index(wnid)))
+    return truth
+
+
+def write_loc_solution(path: Path, truth: list[str]) -> None:
+    rows = [(f"ILSVRC2012_val_{n:08d}", f"{w} 10 20 30 40 {w} 1 2 3 4")
+            for n, w in enumerate(truth, start=1)]
+    with open(path, "w", newline="") as f:
+        writer_ = csv.writer(f)
+        writer_.writerow(["ImageId", "PredictionString"])
+        writer_.writerows(reversed(rows))  # Kaggle's file is not in image order
+
+
+def write_devkit(folder: Path, truth: list[str], wnids: list[str] = WNIDS) -> None:
+    """The devkit's ground truth (ILSVRC2012_IDs) and meta.mat (ID -> wnid), with IDs that are
+    not in wnid order, as in the real devkit."""
+    savemat = pytest.importorskip("scipy.io").savemat
+    ids = {w: len(wnids) - i for i, w in enumerate(wnids)}
+    data = folder / "data"
+    data.mkdir(parents=True)
+    (data / "ILSVRC2012_validation_ground_truth.txt").write_text(
+        "".join(f"{ids[w]}\n" for w in truth))
+    dtype = [("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O"), ("num_children", "O")]
+    synsets = [(ids[w], w, f"words of {w}", 0) for w in wnids] + [(99, "n00001740", "entity", 3)]
+    savemat(data / "meta.mat", {"synsets": np.array(synsets, dtype=dtype)})
+
+
+def labels_of(listing: sources.Listing, split: str) -> list[str]:
+    return [listing.classes[y] for y in listing.labels[split]]
+
+
+# -- ImageNet layouts ---------------------------------------------------------------------------
+
+
+def test_imagenet_val_in_class_folders(tmp_path: Path) -> None:
+    truth = make_imagenet(tmp_path)
+    listing = sources.find_imagenet(tmp_path)
+    assert listing.classes == WNIDS
+    assert len(listing.files["train"]) == 6
+    assert labels_of(listing, "train") == [Path(f).parent.name for f in listing.files["train"]]
+    assert sorted(labels_of(listing, "val")) == sorted(truth)
+    assert labels_of(listing, "val") == [Path(f).parent.name for f in listing.files["val"]]
+    assert listing.description["kind"] == "imagenet"
+    assert listing.description["root"] == str(tmp_path.resolve())
+
+
+@pytest.mark.parametrize("base", [".", "ILSVRC/Data/CLS-LOC"])
+def test_imagenet_flat_val_with_loc_solution(tmp_path: Path, base: str) -> None:
+    truth = make_imagenet(tmp_path / base, val="flat")
+    write_loc_solution(tmp_path / "LOC_val_solution.csv", truth)
+    (tmp_path / "LOC_synset_mapping.txt").write_text(
+        "".join(f"{w} name {i}, other name\n" for i, w in enumerate(WNIDS)))
+    listing = sources.find_imagenet(tmp_path)
+    assert [Path(f).name for f in listing.files["val"]] == [
+        f"ILSVRC2012_val_{n:08d}.JPEG" for n in range(1, 7)]
+    assert labels_of(listing, "val") == truth
+    assert listing.class_names == [f"name {i}, other name" for i in range(3)]
+    assert listing.description["val_labels"].endswith("LOC_val_solution.csv")
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_imagenet_flat_val_with_devkit(tmp_path: Path, packed: bool) -> None:
+    root = tmp_path / "ILSVRC2012"
+    truth = make_imagenet(root, val="flat")
+    write_devkit(tmp_path / "kit" / "ILSVRC2012_devkit_t12", truth)
+    if packed:
+        with tarfile.open(root / "ILSVRC2012_devkit_t12.tar.gz", "w:gz") as tar:
+            tar.add(tmp_path / "kit" / "ILSVRC2012_devkit_t12", "ILSVRC2012_devkit_t12")
+    else:
+        (tmp_path / "kit" / "ILSVRC2012_devkit_t12").rename(root / "ILSVRC2012_devkit_t12")
+    listing = sources.find_imagenet(root)
+    assert labels_of(listing, "val") == truth
+    assert listing.class_names == [f"words of {w}" for w in WNIDS]
+
+
+# -- image folders --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("val_name", ["val", "validation"])
+def test_imagefolder_train_and_val(tmp_path: Path, val_name: str) -> None:
+    for split, count in (("train", 3), (val_name, 1)):
+        for label, name in enumerate(["cat", "dog's toy"]):  # user's names, with an apostrophe
+            for i in range(count):
+                write_image(tmp_path / split / name / f"{i}.png", class_colour(label), fmt="PNG")
+    (tmp_path / "train" / "cat" / "notes.txt").write_text("not an image")
+    listing = sources.find_imagefolder(tmp_path)
+    assert listing.classes == ["cat", "dog's toy"]
+    assert len(listing.files["train"]) == 6 and len(listing.files["val"]) == 2
+    assert labels_of(listing, "val") == ["cat", "dog's toy"]
+
+
+def test_imagefolder_holds_out_a_fraction_of_every_class(tmp_path: Path) -> None:
+    for label, name in enumerate(["a", "b", "c"]):
+        for i in range(10):
+            write_image(tmp_path / name / f"{i}.jpg", class_colour(label))
+    first = sources.find_imagefolder(tmp_path, val_fraction=0.2)
+    again = sources.find_imagefolder(tmp_path, val_fraction=0.2)
+    assert first.files == again.files  # the same images every time
+    assert np.bincount(first.labels["val"]).tolist() == [2, 2, 2]
+    assert np.bincount(first.labels["train"]).tolist() == [8, 8, 8]
+    assert not set(first.files["train"]) & set(first.files["val"])
+
+
+# -- CIFAR-10 -------------------------------------------------------------------------------------
+
+
+def cifar_batch(count: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        b"batch_label": b"batch",
+        b"labels": [int(y) for y in rng.integers(0, 10, count)],
+        b"data": rng.integers(0, 256, (count, 3072), dtype=np.uint8),
+        b"filenames": [f"img_{i}.png".encode() for i in range(count)],
+    }
+
+
+def write_cifar10(folder: Path, per_batch: int = 6) -> dict[str, dict]:
+    """A small copy in the standard format: pickled dicts with bytes keys, rows of 3072 bytes
+    (the red plane, then green, then blue)."""
+    folder.mkdir(parents=True)
+    batches = {}
+    for i, name in enumerate([*cifar10.BATCHES["train"], *cifar10.BATCHES["val"]]):
+        batches[name] = cifar_batch(per_batch, i)
+        (folder / name).write_bytes(pickle.dumps(batches[name], protocol=2))
+    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse",
+             b"ship", b"truck"]
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": names}, protocol=2))
+    return batches
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_cifar10_reader(tmp_path: Path, packed: bool) -> None:
+    folder = tmp_path / "src" / "cifar-10-batches-py"
+    batches = write_cifar10(folder)
+    root = tmp_path / "src"
+    if packed:
+        root = tmp_path / "packed"
+        root.mkdir()
+        with tarfile.open(root / "cifar-10-python.tar.gz", "w:gz") as tar:
+            tar.add(folder, "cifar-10-batches-py")
+    job = preparing.plan("cifar10", root, tmp_path / "out", 32)
+    stats = writer.write(job, workers=1, progress=False).stats
+    assert stats["classes"][:3] == ["airplane", "automobile", "bird"]
+    assert stats["counts"]["train"]["total"] == 30 and stats["counts"]["val"]["total"] == 6
+    images, labels = open_split(tmp_path / "out", "train")
+    first = batches["data_batch_1"]
+    assert labels[:6].tolist() == first[b"labels"]
+    row = first[b"data"][2]
+    # Pixel (y, x) of image 2 is (R, G, B) = row[y*32+x], row[1024+y*32+x], row[2048+y*32+x].
+    assert images[2, 5, 7].tolist() == [row[5 * 32 + 7], row[1024 + 5 * 32 + 7],
+                                        row[2048 + 5 * 32 + 7]]
+    val_images, val_labels = open_split(tmp_path / "out", "val")
+    assert val_labels.tolist() == batches["test_batch"][b"labels"]
+    assert val_images.shape == (6, 32, 32, 3)
+
+
+# -- bad input: one clear error naming the path and what was expected ----------------------------
+
+
+def test_missing_and_unset_root(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=f"data.root={tmp_path / 'nope'} does not exist"):
+        sources.find_imagenet(tmp_path / "nope")
+    with pytest.raises(DataError, match="data.root is not set"):
+        sources.find_imagefolder(None)
+    with pytest.raises(DataError, match="does not exist"):
+        cifar10.find_cifar10(tmp_path / "nope")
+
+
+def test_unknown_layouts(tmp_path: Path) -> None:
+    (tmp_path / "readme.txt").write_text("hello")
+    with pytest.raises(DataError, match=r"unknown layout .* expected ILSVRC-2012 as train/<wnid>"):
+        sources.find_imagenet(tmp_path)
+    with pytest.raises(DataError, match=r"unknown layout .* expected train/<class>/"):
+        sources.find_imagefolder(tmp_path)
+    with pytest.raises(DataError, match=r"unknown layout .* CIFAR-10's python batches"):
+        cifar10.find_cifar10(tmp_path)
+    (tmp_path / "ILSVRC2012_img_train.tar").write_bytes(b"")
+    with pytest.raises(DataError, match="extract them first"):
+        sources.find_imagenet(tmp_path)
+
+
+def test_imagenet_needs_wnid_folders(tmp_path: Path) -> None:
+    write_image(tmp_path / "train" / "cats" / "a.jpg")
+    write_image(tmp_path / "val" / "cats" / "a.jpg")
+    with pytest.raises(DataError, match="not WordNet ids .*use data=imagefolder"):
+        sources.find_imagenet(tmp_path)
+
+
+def test_train_and_val_with_different_classes(tmp_path: Path) -> None:
+    make_imagenet(tmp_path)
+    write_image(tmp_path / "val" / "n09999999" / "extra.JPEG")
+    with pytest.raises(DataError, match="same classes.*only in val: n09999999"):
+        sources.find_imagenet(tmp_path)
+    with pytest.raises(DataError, match="same classes"):
+        sources.find_imagefolder(tmp_path)
+
+
+def test_empty_class_folder(tmp_path: Path) -> None:
+    make_imagenet(tmp_path)
+    (tmp_path / "train" / "n01443537" / "n01443537_0.JPEG").unlink()
+    (tmp_path / "train" / "n01443537" / "n01443537_1.JPEG").unlink()
+    empty = tmp_path / "train" / "n01443537"
+    with pytest.raises(DataError, match=f"class folder {empty} is empty"):
+        sources.find_imagenet(tmp_path)
+
+
+def test_ground_truth_that_does_not_match_the_images(tmp_path: Path) -> None:
+    truth = make_imagenet(tmp_path, val="flat")
+    csv_path = tmp_path / "LOC_val_solution.csv"
+    write_loc_solution(csv_path, truth[:-1])  # the last image has no entry
+    with pytest.raises(DataError, match=r"does not match .*1 of its 6 images have no entry "
+                                        r"\(first: ILSVRC2012_val_00000006\)"):
+        sources.find_imagenet(tmp_path)
+    write_loc_solution(csv_path, [*truth, WNIDS[0]])  # an entry without an image
+    with pytest.raises(DataError, match="lists 7 images, the folder holds 6"):
+        sources.find_imagenet(tmp_path)
+    write_loc_solution(csv_path, [*truth[:-1], "n09999999"])
+    with pytest.raises(DataError, match="names classes that train/ does not have: n09999999"):
+        sources.find_imagenet(tmp_path)
+    csv_path.write_text("id,label\nx,y\n")
+    with pytest.raises(DataError, match="expected the header ImageId,PredictionString"):
+        sources.find_imagenet(tmp_path)
+    csv_path.unlink()
+    with pytest.raises(DataError, match="no ground truth was found: expected LOC_val_solution"):
+        sources.find_imagenet(tmp_path)
+
+
+def test_devkit_ground_truth_that_does_not_match(tmp_path: Path) -> None:
+    truth = make_imagenet(tmp_path, val="flat")
+    write_devkit(tmp_path / "ILSVRC2012_devkit_t12", truth[:4])
+    with pytest.raises(DataError, match="does not match .*2 of its 6 images have no entry"):
+        sources.find_imagenet(tmp_path)
+    (tmp_path / "val" / "ILSVRC2012_val_00000001.JPEG").rename(tmp_path / "val" / "renamed.JPEG")
+    with pytest.raises(DataError, match="needs the original names"):
+        sources.find_imagenet(tmp_path)
+
+
+def test_mixed_or_flat_val_where_folders_are_expected(tmp_path: Path) -> None:
+    make_imagenet(tmp_path, val="flat")
+    with pytest.raises(DataError, match="images without class folders.*use data=imagenet"):
+        sources.find_imagefolder(tmp_path)
+    write_image(tmp_path / "val" / WNIDS[0] / "x.JPEG")
+    with pytest.raises(DataError, match="both class folders and 6 loose images"):
+        sources.find_imagenet(tmp_path)
+
+
+def test_cifar10_bad_files(tmp_path: Path) -> None:
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar10(folder)
+    with pytest.raises(DataError, match="CIFAR-10 images are 32x32 .*data.image_size=32"):
+        preparing.plan("cifar10", tmp_path, tmp_path / "out", 256)
+    (folder / "data_batch_3").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="data_batch_3 is not a CIFAR-10 python batch"):
+        cifar10.find_cifar10(tmp_path)
+    bad = cifar_batch(4, 0)
+    bad[b"data"] = bad[b"data"][:, :100]
+    (folder / "data_batch_3").write_bytes(pickle.dumps(bad))
+    with pytest.raises(DataError, match=r"data_batch_3: data of shape \(4, 100\)"):
+        cifar10.find_cifar10(tmp_path)
+
+
+def test_unknown_source(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="data.source must be one of"):
+        preparing.plan("mnist", tmp_path, tmp_path / "out", 32)
+
+
+def test_read_loc_solution_takes_the_first_box_class(tmp_path: Path) -> None:
+    path = tmp_path / "LOC_val_solution.csv"
+    path.write_text("ImageId,PredictionString\nILSVRC2012_val_00000001,n01751748 1 2 3 4 \n")
+    assert sources.read_loc_solution(path) == {"ILSVRC2012_val_00000001": "n01751748"}

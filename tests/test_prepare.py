@@ -1,0 +1,245 @@
+"""Preparing a dataset: decoding awkward files, the statistics, resuming, atomicity, the command."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_data_sources import class_colour, make_imagenet, write_image
+
+from alexnet.data import prepare as preparing
+from alexnet.data import prepared, writer
+from alexnet.data.datamodule import PreparedImages
+from alexnet.data.images import DecodeError, load_image
+from alexnet.data.prepared import DataError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def awkward_folder(root: Path) -> dict[str, Path]:
+    """An image folder with every kind of file ILSVRC-2012 and users' folders hold."""
+    folder = root / "train" / "things"
+    paths = {
+        "rgb": write_image(folder / "rgb.JPEG", (200, 30, 40), size=(48, 32)),
+        "gray": folder / "gray.JPEG",
+        "cmyk": folder / "cmyk.JPEG",
+        "png": folder / "png_named.JPEG",
+        "palette": folder / "palette.png",
+        "corrupt": folder / "corrupt.JPEG",
+        "truncated": folder / "truncated.JPEG",
+        "empty": folder / "empty.jpg",
+    }
+    Image.new("L", (32, 48), 90).save(paths["gray"], format="JPEG")
+    Image.new("CMYK", (40, 40), (0, 255, 255, 0)).save(paths["cmyk"], format="JPEG")  # red
+    Image.new("RGB", (40, 40), (10, 20, 250)).save(paths["png"], format="PNG")
+    Image.new("RGB", (40, 40), (0, 128, 64)).convert("P", palette=Image.Palette.ADAPTIVE).save(
+        paths["palette"], format="PNG")
+    paths["corrupt"].write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG" * 10)
+    good = (root / "tmp.jpg")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
+        good, format="JPEG")
+    paths["truncated"].write_bytes(good.read_bytes()[:300])
+    good.unlink()
+    paths["empty"].write_bytes(b"")
+    for i, colour in enumerate([(0, 0, 0), (255, 255, 255)]):
+        write_image(root / "val" / "things" / f"{i}.jpg", colour)
+    return paths
+
+
+def test_awkward_files_are_converted_or_skipped(tmp_path: Path) -> None:
+    awkward_folder(tmp_path / "src")
+    job = preparing.plan("imagefolder", tmp_path / "src", tmp_path / "out", 16)
+    result = writer.write(job, workers=1, chunk_size=3, progress=False)
+    stats = prepared.load_stats(tmp_path / "out", 16)
+    skipped = {Path(s["path"]).name: s for s in stats["skipped"]}
+    assert set(skipped) == {"corrupt.JPEG", "truncated.JPEG", "empty.jpg"}
+    assert all(s["split"] == "train" and s["error"] for s in skipped.values())
+    assert result.skipped and stats["counts"]["train"]["total"] == 5
+    images, labels = prepared.open_split(tmp_path / "out", "train")
+    files = job.splits["train"].identity
+    rows = {Path(f).name: i for i, f in enumerate(files)}
+    for name in skipped:
+        assert labels[rows[name]] == -1  # a row without an image, never read
+    gray = images[rows["gray.JPEG"]].astype(int)
+    assert np.abs(gray - 90).max() <= 2 and (gray[..., 0] == gray[..., 2]).all()
+    assert np.abs(images[rows["cmyk.JPEG"]].astype(int) - [255, 0, 0]).max() <= 3
+    assert np.abs(images[rows["png_named.JPEG"]].astype(int) - [10, 20, 250]).max() == 0
+    assert np.abs(images[rows["rgb.JPEG"]].astype(int) - [200, 30, 40]).max() <= 6
+    assert np.abs(images[rows["palette.png"]].astype(int) - [0, 128, 64]).max() == 0
+    dataset = PreparedImages(tmp_path / "out", "train", crop_size=16, crop="none")
+    assert len(dataset) == 5
+    batch, _, _ = dataset.__getitems__(list(range(5)))
+    assert (batch.reshape(5, -1).max(dim=1).values > 0).all()  # no empty rows
+    # The statistics leave the skipped rows out.
+    direct = prepared.pixel_statistics(images, labels)
+    assert stats["mean_rgb"] == pytest.approx(direct["mean_rgb"], abs=1e-9)
+
+
+def test_load_image_takes_the_central_square(tmp_path: Path) -> None:
+    wide = np.zeros((30, 90, 3), dtype=np.uint8)
+    wide[:, :30] = (255, 0, 0)
+    wide[:, 30:60] = (0, 255, 0)
+    wide[:, 60:] = (0, 0, 255)
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    Image.fromarray(wide.transpose(1, 0, 2).copy()).save(tmp_path / "tall.png")
+    for name in ("wide.png", "tall.png"):
+        image = load_image(tmp_path / name, 12)
+        assert image.shape == (12, 12, 3)
+        assert (image[1:-1, 1:-1] == (0, 255, 0)).all()  # only the middle third survives
+    with pytest.raises(DecodeError, match="No such file"):
+        load_image(tmp_path / "missing.png", 12)
+
+
+def test_stats_recover_a_known_colour_covariance(tmp_path: Path) -> None:
+    """Images whose colours have a known covariance: stats.json must give its eigenvectors."""
+    angle = 0.6
+    c, s = np.cos(angle), np.sin(angle)
+    eigvec = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ np.array(
+        [[1, 0, 0], [0, c, -s], [0, s, c]])
+    eigval = np.array([1600.0, 400.0, 100.0])
+    mean = np.array([120.0, 110.0, 100.0])
+    # The 8 corners of the cube {-1, 1}^3 have zero mean and identity covariance; each is one
+    # image of a constant colour, which resizing leaves unchanged.
+    corners = np.array(np.meshgrid([-1, 1], [-1, 1], [-1, 1])).reshape(3, -1).T
+    colours = np.round(mean + corners * np.sqrt(eigval) @ eigvec.T).astype(int)
+    for i, colour in enumerate(colours):
+        write_image(tmp_path / "src" / "train" / "c" / f"{i}.png", tuple(colour), fmt="PNG")
+    write_image(tmp_path / "src" / "val" / "c" / "0.png", (0, 0, 0), fmt="PNG")
+    stats = writer.write(preparing.plan("imagefolder", tmp_path / "src", tmp_path / "out", 8),
+                         workers=1, progress=False).stats
+    got_vec, got_val = np.array(stats["pca_eigvec"]), np.array(stats["pca_eigval"])
+    # The pixels' covariance exactly (the colours are whole numbers) ...
+    exact_val, exact_vec = np.linalg.eigh(np.cov(colours.T, bias=True))
+    assert got_val == pytest.approx(exact_val[::-1], rel=1e-9)
+    assert np.abs(np.sum(got_vec * exact_vec[:, ::-1], axis=0)) == pytest.approx(np.ones(3))
+    # ... which is the designed one up to rounding the colours to whole numbers.
+    assert np.abs(np.sum(got_vec * eigvec, axis=0)) == pytest.approx(np.ones(3), abs=1e-3)
+    assert got_val == pytest.approx(eigval, rel=0.06)
+    assert np.array(stats["rgb_covariance"]) == pytest.approx(np.cov(colours.T, bias=True))
+    assert stats["mean_rgb"] == pytest.approx(colours.mean(axis=0))
+    mean_image = np.load(tmp_path / "out" / stats["mean_image_file"])
+    assert mean_image.shape == (8, 8, 3) and mean_image.dtype == np.float32
+    assert mean_image.mean(axis=(0, 1)) == pytest.approx(stats["mean_rgb"], abs=1e-3)
+    text = (tmp_path / "out" / "stats.json").read_text()
+    assert '"pca_eigval": [' in text  # readable: numbers on one line
+    assert stats["counts"] == {"train": {"total": 8, "per_class": {"c": 8}},
+                               "val": {"total": 1, "per_class": {"c": 1}}}
+
+
+def small_job(src: Path, out: Path) -> writer.Job:
+    if not src.exists():
+        make_imagenet(src, per_class=6)
+        write_image(src / "train" / "n01440764" / "broken.JPEG").write_bytes(b"broken")
+    return preparing.plan("imagenet", src, out, 16)
+
+
+def _killed_prepare(src: Path, out: Path, after: int) -> None:
+    def crash(rows: int) -> None:
+        if rows >= after:
+            os._exit(9)  # like SIGKILL: no cleanup, no exception handlers
+
+    writer.write(small_job(src, out), workers=1, chunk_size=4, progress=False, save_every_s=0,
+                 on_chunk=crash)
+
+
+def test_killed_and_resumed_prepare_equals_an_uninterrupted_one(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    whole = writer.write(small_job(src, tmp_path / "whole"), workers=1, chunk_size=4,
+                         progress=False)
+    assert whole.images == 37 and not whole.resumed
+
+    out = tmp_path / "resumed"
+    child = multiprocessing.get_context("fork").Process(target=_killed_prepare,
+                                                        args=(src, out, 12))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 9
+    # Killed: nothing looks prepared.
+    assert not out.exists() and prepared.partial_dir(out).is_dir()
+    assert not prepared.is_prepared(prepared.partial_dir(out))
+    with pytest.raises(DataError, match="does not exist"):
+        prepared.load_stats(out)
+
+    resumed = writer.write(small_job(src, out), workers=1, chunk_size=4, progress=False)
+    assert resumed.resumed and resumed.images == 37 - 12
+    assert not prepared.partial_dir(out).exists()
+    assert files_of(out) == files_of(tmp_path / "whole")
+    assert len(resumed.stats["skipped"]) == 1
+
+
+def test_a_stale_partial_dir_of_another_job_is_discarded(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    small_job(src, tmp_path / "a")
+    partial = prepared.partial_dir(tmp_path / "out")
+    partial.mkdir()
+    (partial / "plan.json").write_text(json.dumps({"fingerprint": "another job"}))
+    (partial / "train_images.npy").write_bytes(b"junk")
+    result = writer.write(small_job(src, tmp_path / "out"), workers=1, progress=False)
+    assert not result.resumed and result.images == 37
+    assert prepared.load_stats(tmp_path / "out", 16)["counts"]["train"]["total"] == 18
+
+
+def test_several_processes_write_the_same_dataset(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    one = writer.write(small_job(src, tmp_path / "one"), workers=1, chunk_size=4,
+                       progress=False)
+    two = writer.write(small_job(src, tmp_path / "two"), workers=2, chunk_size=4,
+                       progress=False)
+    assert two.workers == 2 and one.workers == 1
+    assert files_of(tmp_path / "one") == files_of(tmp_path / "two")
+    images, labels = prepared.open_split(tmp_path / "two", "val")
+    assert labels.tolist() == small_job(src, tmp_path / "x").splits["val"].labels.tolist()
+    for image, label in zip(images, labels, strict=True):  # each class has its own colour
+        assert np.abs(image.mean(axis=(0, 1)) - class_colour(label)).max() < 8
+
+
+def test_existing_prepared_dataset(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    writer.write(small_job(src, tmp_path / "out"), workers=1, progress=False)
+    found = preparing.existing(tmp_path / "out", "imagenet", src, 16, force=False)
+    assert found is not None and found["counts"]["val"]["total"] == 18
+    assert preparing.existing(tmp_path / "out", "imagenet", src, 16, force=True) is None
+    assert preparing.existing(tmp_path / "none", "imagenet", src, 16, force=False) is None
+    with pytest.raises(DataError, match=r"already holds imagenet from .* at 16x16: pass force"):
+        preparing.existing(tmp_path / "out", "imagenet", src, 32, force=False)
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    stats["format_version"] = 1
+    (tmp_path / "out" / "stats.json").write_text(json.dumps(stats))
+    with pytest.raises(DataError, match=r"older format \(version 1\)"):
+        preparing.existing(tmp_path / "out", "imagenet", src, 16, force=False)
+
+
+def run_prepare(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "src" / "prepare.py"), f"paths.data_dir={tmp_path / 'data'}",
+         f"paths.log_dir={tmp_path / 'logs'}", "progress=false", *args],
+        capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path,
+    )
+
+
+def test_prepare_command(tmp_path: Path) -> None:
+    src = tmp_path / "my images"  # a path with a space, as users' paths have
+    make_imagenet(src, per_class=2)
+    result = run_prepare(["data=imagenet", f"data.root='{src}'", "data.image_size=16"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "data" / "prepared" / "imagenet-s16"
+    assert "train 6, val 6 images at 16x16" in result.stdout and "images/s" in result.stdout
+    assert prepared.load_stats(out, 16)["source"]["root"] == str(src.resolve())
+
+    missing = run_prepare(["data=imagefolder", f"data.root={tmp_path / 'nope'}"], tmp_path)
+    assert missing.returncode == 2
+    lines = missing.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert lines[0].endswith(f"data.root={tmp_path / 'nope'} does not exist")
