@@ -14,7 +14,7 @@ from alexnet.run import train
 
 
 def _optimizer_and_scheduler(tmp_path: Path, *overrides: str):
-    cfg = compose_config("train", list(overrides), tmp_path, tmp_path)
+    cfg = compose_config("train", ["experiment=none", *overrides], tmp_path, tmp_path)
     params = [torch.zeros(3, requires_grad=True)]
     optimizer = instantiate(cfg.optimizer)(params)
     scheduler = instantiate(cfg.scheduler)(optimizer) if cfg.scheduler else None
