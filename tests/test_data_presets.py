@@ -132,3 +132,12 @@ def test_output_memory_is_reused_only_when_free() -> None:
     third = preset(images, geometry)
     assert third.data_ptr() == pointer  # freed, so reused
     assert np.allclose(third.numpy(), kept.numpy())
+
+
+def test_scale_multiplies_the_centred_values() -> None:
+    images, mean, geometry = random_case(2)
+    raw = Preset(crop_size=5, mean_image=mean)(images, geometry)
+    scaled = Preset(crop_size=5, mean_image=mean, scale=0.25)(images, geometry)
+    assert torch.allclose(scaled, raw * 0.25, atol=1e-5)
+    with pytest.raises(ValueError, match="data.scale must be positive"):
+        Preset(crop_size=5, mean_image=mean, scale=0.0)

@@ -96,3 +96,17 @@ def test_cifar_convnet_on_small_builtin_images(
     assert summary["config"]["model"]["_target_"] == "alexnet.models.CifarConvNet"
     assert summary["config"]["data"]["image_size"] == 32
     assert summary["num_params"] == 89_578
+
+
+def test_the_default_run_is_the_demo(tmp_path: Path) -> None:
+    demo = compose_config("train", [], tmp_path, tmp_path)
+    none = compose_config("train", ["experiment=none"], tmp_path, tmp_path)
+    assert "demo" in demo.tags
+    assert (demo.data.image_size, demo.data.crop_size, demo.data.scale) == (128, 115, 0.017)
+    assert demo.model.init == "default" and not demo.scheduler
+    # Without the demo every group is at its own defaults: the paper's settings.
+    assert (none.data.image_size, none.data.crop_size, none.data.scale) == (256, 227, 1.0)
+    assert none.model.init == "paper" and none.scheduler._target_.endswith("ReduceLROnPlateau")
+    # A scheduler chosen beside the demo keeps only its own keys.
+    beside = compose_config("train", ["scheduler=plateau"], tmp_path, tmp_path)
+    assert set(beside.scheduler) == set(none.scheduler)
