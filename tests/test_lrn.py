@@ -1,4 +1,7 @@
-"""Local response normalisation against a direct, loop-based transcription of Sec. 3.3."""
+"""Local response normalisation: each convention against a direct, loop-based transcription of its
+source's formula (the paper's Sec. 3.3, the authors' cuda-convnet2, Caffe's LRN layer)."""
+
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -10,10 +13,11 @@ from alexnet.models import LRN_CONVENTIONS, LocalResponseNorm
 def reference_lrn(
     a: torch.Tensor, n: int, alpha: float, beta: float, k: float, groups: int = 1
 ) -> torch.Tensor:
-    """b^i = a^i / (k + alpha * sum_{j=max(lo, i-n/2)}^{min(hi, i+n/2)} (a^j)^2)^beta.
+    """The paper's text, Sec. 3.3: b^i = a^i / (k + alpha * sum_{j=max(lo, i-n/2)}^{min(hi, i+n/2)}
+    (a^j)^2)^beta.
 
     lo/hi are the first/last channel of i's group (0 and N-1 for a single group). ``alpha`` is the
-    coefficient of the sum as written in the paper (no division by n here).
+    coefficient of the sum as printed in the paper (no division by n here).
     """
     channels = a.shape[1]
     per_group = channels // groups
@@ -26,6 +30,72 @@ def reference_lrn(
             total = total + a[:, j] ** 2
         outputs.append(a[:, i] / (k + alpha * total) ** beta)
     return torch.stack(outputs, dim=1)
+
+
+def cuda_convnet2_reference(
+    a: torch.Tensor, size: int, scale: float, pow_: float, min_div: float
+) -> torch.Tensor:
+    """The authors' cuda-convnet2, cross-map response normalisation ([rnorm] layers).
+
+    ``layer.py`` (NormLayerParser.add_params): ``scale /= size`` for cross-map normalisation.
+    ``cudaconv3/src/conv_util.cu``: for filter j the window starts at ``-size/2 + j`` (C integer
+    division, truncating towards zero) and holds ``size`` maps clipped to [0, numFilters); the
+    denominator is ``minDiv + addScale * sum`` and the output ``imgs * denom^(-powScale)``.
+    """
+    add_scale = scale / size
+    num_filters = a.shape[1]
+    outputs = []
+    for j in range(num_filters):
+        start = j - size // 2  # -size/2 + j with C's truncating division (size > 0)
+        end = min(num_filters, start + size)
+        start = max(0, start)
+        total = torch.zeros_like(a[:, j])
+        for i in range(start, end):
+            total = total + a[:, i] * a[:, i]
+        outputs.append(a[:, j] * (min_div + add_scale * total) ** -pow_)
+    return torch.stack(outputs, dim=1)
+
+
+def caffe_reference(
+    a: torch.Tensor, local_size: int, alpha: float, beta: float, k: float
+) -> torch.Tensor:
+    """Caffe's LRN layer, ACROSS_CHANNELS (``src/caffe/layers/lrn_layer.cpp``,
+    CrossChannelForward_cpu): squares zero-padded by ``pre_pad = (size - 1) / 2`` maps on each
+    side, ``scale_0 = k + alpha / size * sum`` of the first window, then the window slides one map
+    at a time (add the entering square, subtract the leaving one); ``top = bottom * scale^-beta``.
+    """
+    channels = a.shape[1]
+    pre_pad = (local_size - 1) // 2
+    alpha_over_size = alpha / local_size
+    # padded_square: channels + size - 1 maps, zero but for the squares at pre_pad .. (built by
+    # concatenation rather than Caffe's in-place copy, so that autograd can follow it).
+    def zeros(maps: int) -> torch.Tensor:
+        return torch.zeros(a.shape[0], maps, *a.shape[2:], dtype=a.dtype)
+
+    padded = torch.cat([zeros(pre_pad), a * a, zeros(local_size - 1 - pre_pad)], dim=1)
+    scale = [k + alpha_over_size * padded[:, :local_size].sum(dim=1)]
+    for c in range(1, channels):
+        scale.append(
+            scale[-1] + alpha_over_size * (padded[:, c + local_size - 1] - padded[:, c - 1])
+        )
+    return a * torch.stack(scale, dim=1) ** -beta
+
+
+def per_group(fn: Callable[[torch.Tensor], torch.Tensor], groups: int) -> Callable:
+    """Apply ``fn`` to each block of channels on its own (the two-column net's normalisation)."""
+    return lambda a: torch.cat([fn(block) for block in a.chunk(groups, dim=1)], dim=1)
+
+
+def source_reference(
+    convention: str, size: int, alpha: float, beta: float, k: float, groups: int
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The convention's source formula, fed the same four numbers as the module."""
+    if convention == "paper":
+        return lambda a: reference_lrn(a, size, alpha, beta, k, groups)
+    if convention == "authors":
+        return per_group(lambda a: cuda_convnet2_reference(a, size, alpha, beta, k), groups)
+    assert convention == "caffe"
+    return per_group(lambda a: caffe_reference(a, size, alpha, beta, k), groups)
 
 
 def _values_and_grads(fn, x: torch.Tensor, upstream: torch.Tensor):
@@ -48,21 +118,42 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("convention", LRN_CONVENTIONS)
-@pytest.mark.parametrize(("shape", "size", "alpha", "beta", "k", "groups"), CASES)
-def test_matches_loop_reference(shape, size, alpha, beta, k, groups, convention) -> None:
+def _input(shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
     # Activities of tens, like post-ReLU conv1 outputs on 0-255 pixels, so that alpha * sum is
     # not negligible against k.
     x = 10.0 * torch.randn(shape, generator=gen, dtype=torch.float64)
-    upstream = torch.randn(shape, generator=gen, dtype=torch.float64)
+    return x, torch.randn(shape, generator=gen, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("convention", LRN_CONVENTIONS)
+@pytest.mark.parametrize(("shape", "size", "alpha", "beta", "k", "groups"), CASES)
+def test_matches_source_formula(shape, size, alpha, beta, k, groups, convention) -> None:
+    x, upstream = _input(shape)
     module = LocalResponseNorm(size, alpha, beta, k, convention=convention, groups=groups)
     per_term = alpha if convention == "paper" else alpha / size
     assert module.effective_alpha == pytest.approx(per_term)
 
     got, got_grad = _values_and_grads(module, x, upstream)
     want, want_grad = _values_and_grads(
-        lambda t: reference_lrn(t, size, per_term, beta, k, groups), x, upstream
+        source_reference(convention, size, alpha, beta, k, groups), x, upstream
+    )
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("convention", "source_k"), [("paper", 2.0), ("authors", 2.0), ("caffe", 1.0)]
+)
+def test_default_k_is_the_sources(convention: str, source_k: float) -> None:
+    # The paper's k = 2; cuda-convnet2's ImageNet layer params [rnorm1] minDiv=2; Caffe's
+    # LRNParameter k defaults to 1, as cuda-convnet v1's denominator 1 + addScale * sum.
+    x, upstream = _input((2, 9, 3, 3))
+    module = LocalResponseNorm(5, 1e-4, 0.75, convention=convention)
+    assert module.k == source_k
+    got, got_grad = _values_and_grads(module, x, upstream)
+    want, want_grad = _values_and_grads(
+        source_reference(convention, 5, 1e-4, 0.75, source_k, 1), x, upstream
     )
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(got_grad, want_grad, rtol=1e-10, atol=1e-12)
@@ -72,30 +163,41 @@ def test_default_k_per_convention() -> None:
     paper = LocalResponseNorm()
     assert (paper.size, paper.alpha, paper.beta, paper.k) == (5, 1e-4, 0.75, 2.0)
     assert paper.effective_alpha == 1e-4
-    caffe = LocalResponseNorm(convention="cuda_convnet")
+    authors = LocalResponseNorm(convention="authors")
+    assert authors.k == 2.0
+    assert authors.effective_alpha == pytest.approx(1e-4 / 5)
+    caffe = LocalResponseNorm(convention="caffe")
     assert caffe.k == 1.0
     assert caffe.effective_alpha == pytest.approx(1e-4 / 5)
-    assert LocalResponseNorm(k=3.0, convention="cuda_convnet").k == 3.0
+    for convention in LRN_CONVENTIONS:
+        assert LocalResponseNorm(k=3.0, convention=convention).k == 3.0
     assert "convention='paper'" in repr(paper) and "k=2.0" in repr(paper)
+    assert "convention='authors'" in repr(authors)
 
 
 def test_torch_module_equivalences() -> None:
     x = 30.0 * torch.randn(2, 16, 4, 4, dtype=torch.float64)
-    paper = LocalResponseNorm()(x)
+    exact = {"rtol": 0.0, "atol": 0.0}
     # The paper's layer in torch's convention needs alpha * n.
+    paper = LocalResponseNorm()(x)
     torch.testing.assert_close(nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2)(x), paper)
-    # cuda-convnet/Caffe's convention is torch's own.
-    cuda = LocalResponseNorm(5, 1e-4, 0.75, convention="cuda_convnet")(x)
-    torch.testing.assert_close(nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1)(x), cuda)
+    # The authors' and Caffe's layers are torch's own convention with k = 2 and k = 1.
+    authors = LocalResponseNorm(5, 1e-4, 0.75, convention="authors")(x)
+    torch.testing.assert_close(
+        nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2)(x), authors, **exact
+    )
+    caffe = LocalResponseNorm(5, 1e-4, 0.75, convention="caffe")(x)
+    torch.testing.assert_close(
+        nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1)(x), caffe, **exact
+    )
 
-    # Passing the paper's alpha to torch is five times weaker: the sum's share of the
-    # denominator, (a / b)^(1/beta) - k, shrinks by exactly n.
-    weak = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2)(x)
-    assert not torch.allclose(weak, paper)
+    # The authors' code with the paper's numbers is five times weaker than the printed formula:
+    # the sum's share of the denominator, (a / b)^(1/beta) - k, shrinks by exactly n.
+    assert not torch.allclose(authors, paper)
     mask = x.abs() > 1.0
     paper_share = (x / paper)[mask] ** (1 / 0.75) - 2
-    weak_share = (x / weak)[mask] ** (1 / 0.75) - 2
-    torch.testing.assert_close(paper_share / weak_share, torch.full_like(paper_share, 5.0))
+    authors_share = (x / authors)[mask] ** (1 / 0.75) - 2
+    torch.testing.assert_close(paper_share / authors_share, torch.full_like(paper_share, 5.0))
 
 
 def test_groups_keep_columns_independent() -> None:
@@ -111,9 +213,17 @@ def test_groups_keep_columns_independent() -> None:
         lrn(torch.randn(1, 7, 2, 2))
 
 
+def test_old_convention_name_points_to_the_new_ones() -> None:
+    with pytest.raises(ValueError, match=r"\('paper', 'authors', 'caffe'\)") as info:
+        LocalResponseNorm(convention="cuda_convnet")
+    message = str(info.value)
+    assert "'cuda_convnet' was renamed" in message
+    assert "'authors'" in message and "'caffe'" in message
+
+
 def test_invalid_arguments() -> None:
-    with pytest.raises(ValueError, match=r"\('paper', 'cuda_convnet'\)"):
-        LocalResponseNorm(convention="caffe")
+    with pytest.raises(ValueError, match=r"\('paper', 'authors', 'caffe'\), got 'torch'$"):
+        LocalResponseNorm(convention="torch")
     for size in (0, 4):
         with pytest.raises(ValueError, match="odd"):
             LocalResponseNorm(size=size)

@@ -1,4 +1,4 @@
-"""AlexNet (Sec. 3) and the small CIFAR-10 net: shapes, parameter counts, switches, init."""
+"""AlexNet (Sec. 3): shapes, parameter counts, switches, init, dropout, 224 geometry."""
 
 import pytest
 import torch
@@ -7,10 +7,14 @@ from torch import nn
 from alexnet.models import (
     FEATURE_LAYERS,
     AlexNet,
-    CifarConvNet,
     LocalResponseNorm,
-    cifar_feature_sizes,
     feature_sizes,
+)
+from alexnet.models.alexnet import (
+    CONV1_GEOMETRIES,
+    DROPOUT_MODES,
+    PaperDropout,
+    conv1_far_padding,
 )
 
 # The smallest crop that still leaves a 1x1 map after pool5: fc6 then has 256 inputs instead of
@@ -65,8 +69,13 @@ def test_feature_sizes_function() -> None:
     for pooling in ("overlapping", "plain"):
         assert feature_sizes(227, pooling) == [55, 27, 27, 13, 13, 13, 13, 6]
     assert len(FEATURE_LAYERS) == 8
-    # The paper's nominal 224 gives 54 after conv1, not 55 (the reason for the 227 default).
+    # The paper's nominal 224 gives 54 after conv1 with PyTorch's floor-mode sizes...
     assert feature_sizes(224)[0] == 54
+    assert feature_sizes(224, conv1_geometry="floor") == [54, 26, 26, 12, 12, 12, 12, 5]
+    # ...and 55 with cuda-convnet's 1 + ceil((224 - 11) / 4), as the authors computed it.
+    for pooling in ("overlapping", "plain"):
+        for size in (224, 227):
+            assert feature_sizes(size, pooling, "cuda_convnet") == [55, 27, 27, 13, 13, 13, 13, 6]
 
 
 @pytest.mark.parametrize("pooling", ["overlapping", "plain"])
@@ -84,6 +93,81 @@ def test_layer_output_sizes_by_hooks(pooling: str, net: AlexNet) -> None:
     assert [channels[n] for n in ("conv1", "conv2", "conv3", "conv4", "conv5")] == [
         96, 256, 384, 384, 256,
     ]  # fmt: skip
+
+
+# --- 224 as the authors computed it (Sec. 3.5; cuda-convnet's output size) --------------------
+
+
+def test_conv1_far_padding() -> None:
+    assert CONV1_GEOMETRIES == ("floor", "cuda_convnet")
+    # cuda-convnet: 1 + ceil((in - 11) / 4) windows; the padding completes the last one.
+    for size in range(11, 300):
+        pad = conv1_far_padding(size, "cuda_convnet")
+        windows = 1 + -(-(size - 11) // 4)
+        assert 0 <= pad <= 3 and (size + pad - 11) // 4 + 1 == windows, size
+        assert conv1_far_padding(size, "floor") == 0
+    assert conv1_far_padding(224, "cuda_convnet") == 3
+    assert conv1_far_padding(227, "cuda_convnet") == 0
+
+
+def test_224_parameter_count_and_fc6_match_227() -> None:
+    exact = meta(num_classes=1000, crop_size=224, conv1_geometry="cuda_convnet")
+    assert exact.fc6.in_features == 256 * 6 * 6 == 9216
+    assert n_params(exact) == n_params(meta(num_classes=1000)) == 60_965_224
+    # Floor mode at 224 is a different, smaller net (fc6 sees 5x5 maps).
+    assert meta(num_classes=1000, crop_size=224).fc6.in_features == 256 * 5 * 5
+
+
+@pytest.mark.parametrize(
+    ("geometry", "expected"),
+    [
+        ("cuda_convnet", [55, 27, 27, 13, 13, 13, 13, 6]),
+        ("floor", [54, 26, 26, 12, 12, 12, 12, 5]),
+    ],
+)
+def test_224_layer_output_sizes_by_hooks(geometry: str, expected: list[int]) -> None:
+    model = AlexNet(10, crop_size=224, conv1_geometry=geometry, dropout=0.0).eval()
+    out, sizes = run_with_hooks(model, torch.randn(1, 3, 224, 224), FEATURE_LAYERS)
+    assert out.shape == (1, 10)
+    assert [sizes[name][2:] for name in FEATURE_LAYERS] == [(n, n) for n in expected]
+    assert feature_sizes(224, conv1_geometry=geometry) == expected
+
+
+def test_224_pads_the_far_edge_only() -> None:
+    torch.manual_seed(0)
+    exact = AlexNet(10, crop_size=224, conv1_geometry="cuda_convnet").eval()
+    seen: dict[str, torch.Tensor] = {}
+    handle = exact.conv1.register_forward_hook(
+        lambda _m, inputs, out: seen.update(input=inputs[0], output=out)
+    )
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        logits = exact(x)
+        handle.remove()
+        unpadded = exact.conv1(x)  # PyTorch's floor mode: 54x54, windows inside the image only
+    # conv1 saw the image at its top-left corner and zeros in 3 extra rows and columns.
+    assert seen["input"].shape[-2:] == (227, 227)
+    torch.testing.assert_close(seen["input"][..., :224, :224], x, rtol=0, atol=0)
+    assert not seen["input"][..., 224:, :].any() and not seen["input"][..., :, 224:].any()
+    # The first 54 windows per axis (position 0 among them) are untouched by the padding; only
+    # the last row and column of windows hang over the far edge.
+    assert seen["output"].shape[-2:] == (55, 55)
+    torch.testing.assert_close(seen["output"][..., :54, :54], unpadded, rtol=0, atol=0)
+    # The whole net equals the 227 net on the input zero-padded explicitly, bottom and right.
+    at_227 = AlexNet(10).eval()
+    at_227.load_state_dict(exact.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(logits, at_227(nn.functional.pad(x, (0, 3, 0, 3))))
+
+
+def test_cuda_convnet_geometry_at_227_is_the_floor_net() -> None:
+    torch.manual_seed(0)
+    floor = AlexNet(10, dropout=0.0).eval()
+    ceil = AlexNet(10, dropout=0.0, conv1_geometry="cuda_convnet").eval()
+    ceil.load_state_dict(floor.state_dict())
+    x = torch.randn(1, 3, 227, 227)
+    with torch.no_grad():
+        torch.testing.assert_close(ceil(x), floor(x), rtol=0, atol=0)
 
 
 def test_grouping_two_columns_and_one_gpu() -> None:
@@ -135,7 +219,8 @@ def test_embed_and_conv_features(net: AlexNet) -> None:
         logits = net(x)
     assert emb.shape == (2, 4096)
     assert (emb >= 0).all()  # post-ReLU fc7
-    torch.testing.assert_close(net.fc8(emb), logits)
+    # The paper's dropout multiplies fc7's outputs by 1 - p at test time, before fc8 (Sec. 4.2).
+    torch.testing.assert_close(net.fc8(0.5 * emb), logits)
 
 
 # --- initialisation (Sec. 5) ------------------------------------------------------------------
@@ -155,10 +240,12 @@ def test_paper_init(net: AlexNet) -> None:
     assert abs(net.conv1.weight.std().item() - 0.01) < 0.0005
 
 
-def test_bias_init_variant_and_removed_conv() -> None:
-    model = AlexNet(10, bias_init=0.1, crop_size=SMALL_CROP)
+# 0.1: Caffe's variant; 0.0: the no_bias_one ablation of Sec. 5's claim.
+@pytest.mark.parametrize("bias", [0.1, 0.0])
+def test_bias_init_variant_and_removed_conv(bias: float) -> None:
+    model = AlexNet(10, bias_init=bias, crop_size=SMALL_CROP)
     for name, layer in model.layers().items():
-        want = 0.1 if PAPER_BIAS[name] == 1.0 else 0.0
+        want = bias if PAPER_BIAS[name] == 1.0 else 0.0
         torch.testing.assert_close(layer.bias, torch.full_like(layer.bias, want))
     # conv5 keeps its "1" bias when conv4 is removed.
     no4 = AlexNet(10, remove_conv=4, crop_size=SMALL_CROP)
@@ -191,10 +278,11 @@ def test_lrn_switches() -> None:
     paper = meta()
     assert (paper.norm1.k, paper.norm1.effective_alpha) == (2.0, 1e-4)
     assert (paper.norm1.size, paper.norm1.beta) == (5, 0.75)
-    cuda = meta(lrn_convention="cuda_convnet")
-    for norm in (cuda.norm1, cuda.norm2):
-        assert norm.k == 1.0
-        assert norm.effective_alpha == pytest.approx(1e-4 / 5)
+    for convention, k in (("authors", 2.0), ("caffe", 1.0)):
+        variant = meta(lrn_convention=convention)
+        for norm in (variant.norm1, variant.norm2):
+            assert (norm.convention, norm.k) == (convention, k)
+            assert norm.effective_alpha == pytest.approx(1e-4 / 5)
     custom = meta(lrn_size=3, lrn_alpha=2e-4, lrn_beta=0.5, lrn_k=1.5)
     assert (custom.norm2.size, custom.norm2.alpha, custom.norm2.beta, custom.norm2.k) == (
         3, 2e-4, 0.5, 1.5,
@@ -218,6 +306,75 @@ def test_dropout_switch() -> None:
     assert [m.p for m in on.modules() if isinstance(m, nn.Dropout)] == [0.5, 0.5]
     with torch.no_grad():
         assert not torch.allclose(on.train()(x), on.eval()(x))
+
+
+# --- dropout (Sec. 4.2) -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("p", [0.5, 0.3])
+def test_paper_dropout_training_drops_without_scaling(p: float) -> None:
+    torch.manual_seed(0)
+    x = torch.rand(200, 1000) + 0.5  # no zeros of its own, so every zero is a dropped unit
+    y = PaperDropout(p).train()(x)
+    dropped = y == 0
+    assert abs(dropped.float().mean().item() - p) < 0.01  # 200,000 units: std of the mean ~0.001
+    torch.testing.assert_close(y[~dropped], x[~dropped], rtol=0, atol=0)  # kept: unchanged
+
+
+@pytest.mark.parametrize("p", [0.5, 0.3])
+def test_paper_dropout_eval_scales_by_keep_probability(p: float) -> None:
+    x = torch.randn(4, 4096)
+    torch.testing.assert_close(PaperDropout(p).eval()(x), x * (1 - p), rtol=0, atol=0)
+
+
+def test_paper_dropout_expectation_matches_eval() -> None:
+    # Sec. 4.2: multiplying by 1 - p at test time is the expectation of the training output.
+    torch.manual_seed(0)
+    x = torch.randn(1, 256)
+    drop = PaperDropout(0.5).train()
+    mean = torch.stack([drop(x) for _ in range(4000)]).mean(0)
+    # Each unit's mean of 4000 draws: std = |x| * 0.5 / sqrt(4000) < 0.008 * |x|.
+    torch.testing.assert_close(mean, drop.eval()(x), rtol=0.05, atol=0.02)
+
+
+def test_inverted_dropout_is_torchs() -> None:
+    x = torch.randn(8, 4096)
+    model = AlexNet(10, dropout_mode="inverted", crop_size=SMALL_CROP)
+    for drop in (model.drop6, model.drop7):
+        assert type(drop) is nn.Dropout and drop.p == 0.5
+        torch.manual_seed(1)
+        got = drop.train()(x)
+        torch.manual_seed(1)
+        torch.testing.assert_close(got, nn.Dropout(0.5).train()(x), rtol=0, atol=0)
+        torch.testing.assert_close(drop.eval()(x), x, rtol=0, atol=0)
+
+
+def test_dropout_mode_default_is_the_papers() -> None:
+    assert DROPOUT_MODES == ("paper", "inverted")
+    model = meta()
+    assert model.dropout_mode == "paper"
+    assert type(model.drop6) is PaperDropout and type(model.drop7) is PaperDropout
+    assert (model.drop6.p, model.drop7.p) == (0.5, 0.5)
+    # No dropout is no module, whatever the mode.
+    off = meta(dropout=0.0, dropout_mode="paper")
+    assert not any(isinstance(m, nn.Dropout) for m in off.modules())
+
+
+@pytest.mark.parametrize("mode", DROPOUT_MODES)
+def test_dropout_modes_agree_at_eval_in_expectation(mode: str) -> None:
+    # The two modes compute the same function at test time up to where the 1 - p sits: the paper's
+    # net at eval equals the inverted net at eval once fc7 and fc8 weights are scaled by 1 - p.
+    torch.manual_seed(0)
+    paper = AlexNet(10, crop_size=SMALL_CROP).eval()
+    other = AlexNet(10, dropout_mode=mode, crop_size=SMALL_CROP).eval()
+    other.load_state_dict(paper.state_dict())
+    if mode == "inverted":
+        with torch.no_grad():
+            other.fc7.weight.mul_(0.5)
+            other.fc8.weight.mul_(0.5)
+    x = torch.randn(2, 3, SMALL_CROP, SMALL_CROP)
+    with torch.no_grad():
+        torch.testing.assert_close(other(x), paper(x))
 
 
 @pytest.mark.parametrize("removed", [3, 4])
@@ -249,15 +406,19 @@ def test_other_crop_sizes(crop: int) -> None:
         ({"num_classes": 1}, ">= 2"),
         ({"columns": 3}, r"\(1, 2\)"),
         ({"activation": "gelu"}, r"\('relu', 'tanh'\)"),
-        ({"lrn_convention": "torch"}, r"\('paper', 'cuda_convnet'\)"),
+        ({"lrn_convention": "torch"}, r"\('paper', 'authors', 'caffe'\)"),
+        ({"lrn_convention": "cuda_convnet"}, "'cuda_convnet' was renamed"),
         ({"pooling": "avg"}, r"\('overlapping', 'plain'\)"),
         ({"dropout": 1.0}, r"\[0, 1\)"),
         ({"dropout": -0.1}, r"\[0, 1\)"),
+        ({"dropout_mode": "scaled"}, r"dropout_mode must be one of \('paper', 'inverted'\)"),
         ({"init": "xavier"}, r"\('paper', 'default'\)"),
         ({"remove_conv": 5}, r"None or one of \(3, 4\)"),
         ({"remove_conv": 1}, r"None or one of \(3, 4\)"),
         ({"crop_size": 66}, ">= 67"),
         ({"crop_size": 38, "pooling": "plain"}, ">= 39"),
+        ({"crop_size": 63, "conv1_geometry": "cuda_convnet"}, ">= 64"),
+        ({"conv1_geometry": "ceil"}, r"conv1_geometry must be one of \('floor', 'cuda_convnet'\)"),
         ({"lrn_size": 4}, "odd"),
     ],
 )
@@ -269,60 +430,3 @@ def test_invalid_values(kwargs: dict, message: str) -> None:
 def test_smallest_plain_crop_works() -> None:
     assert feature_sizes(39, "plain")[-1] == 1
     assert meta(pooling="plain", crop_size=39).fc6.in_features == 256
-
-
-# --- the CIFAR-10 net (Sec. 3.1, 3.3) ---------------------------------------------------------
-
-
-def test_cifar_forward_and_sizes() -> None:
-    torch.manual_seed(0)
-    model = CifarConvNet().eval()
-    names = ("conv1", "pool1", "conv2", "pool2", "conv3", "pool3")
-    out, sizes = run_with_hooks(model, torch.randn(2, 3, 32, 32), names)
-    assert out.shape == (2, 10)
-    assert [sizes[n][2] for n in names] == cifar_feature_sizes(32) == [32, 16, 16, 8, 8, 4]
-    assert [sizes[n][1] for n in names] == [32, 32, 32, 32, 64, 64]
-
-
-def test_cifar_parameter_count() -> None:
-    # conv1 32*3*5*5 + 32 = 2,432; conv2 32*32*5*5 + 32 = 25,632; conv3 64*32*5*5 + 64 = 51,264;
-    # fc (64*4*4)*10 + 10 = 10,250. Total 89,578.
-    assert n_params(CifarConvNet()) == 89_578
-    assert CifarConvNet().fc.in_features == 1024
-
-
-def test_cifar_switches() -> None:
-    tanh = CifarConvNet(activation="tanh")
-    assert sum(isinstance(m, nn.Tanh) for m in tanh.modules()) == 3
-    assert not any(isinstance(m, nn.ReLU) for m in tanh.modules())
-    assert not any(isinstance(m, LocalResponseNorm) for m in CifarConvNet(lrn=False).modules())
-    default = CifarConvNet()
-    norm = default.norm1
-    assert (norm.size, norm.alpha, norm.k, norm.convention) == (5, 1e-3, 1.0, "cuda_convnet")
-    paper_lrn = CifarConvNet(lrn_convention="paper", lrn_size=3, lrn_alpha=1e-4)
-    assert (paper_lrn.norm2.size, paper_lrn.norm2.k, paper_lrn.norm2.effective_alpha) == (
-        3, 2.0, 1e-4,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    paper = CifarConvNet(init="paper")
-    for layer in (paper.conv1, paper.conv2, paper.conv3, paper.fc):
-        assert torch.all(layer.bias == 0.0)
-    assert abs(paper.conv3.weight.std().item() - 0.01) < 0.001
-    assert abs(CifarConvNet(init="default").conv1.weight.std().item() - 0.01) > 0.01
-    with torch.no_grad():
-        assert CifarConvNet(crop_size=24, num_classes=5)(torch.randn(2, 3, 24, 24)).shape == (2, 5)
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"num_classes": 1}, ">= 2"),
-        ({"activation": "sigmoid"}, r"\('relu', 'tanh'\)"),
-        ({"lrn_convention": "x"}, r"\('paper', 'cuda_convnet'\)"),
-        ({"init": "paper2"}, r"\('default', 'paper'\)"),
-        ({"crop_size": 11}, ">= 12"),
-    ],
-)
-def test_cifar_invalid_values(kwargs: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        CifarConvNet(**kwargs)

@@ -1,6 +1,7 @@
 """AlexNet (Krizhevsky, Sutskever and Hinton, NIPS 2012), the whole net in one file.
 
-Layout (Sec. 3.5, Fig. 2), at the default 227x227 crop:
+Layout (Sec. 3.5, Fig. 2), at the default 227x227 crop (or at the paper's 224 with
+``conv1_geometry="cuda_convnet"``, see below):
 
     conv1  96 11x11/4        -> act -> LRN -> max-pool 3/2      55 -> 27
     conv2 256  5x5 pad 2, g2 -> act -> LRN -> max-pool 3/2      27 -> 13
@@ -11,13 +12,28 @@ Layout (Sec. 3.5, Fig. 2), at the default 227x227 crop:
     fc7 4096 -> act -> dropout
     fc8 num_classes (logits; the softmax lives in the loss)
 
+Dropout is the paper's by default (Sec. 4.2): units dropped with probability p in training, the
+rest passed unchanged; every unit kept and its output multiplied by 1 - p at test time
+(:class:`PaperDropout`). PyTorch's inverted dropout is the option ``dropout_mode="inverted"``.
+
+224 or 227. The paper says 224x224 inputs. PyTorch sizes a convolution's output as
+1 + floor((in - f) / s), which gives conv1's 55x55 only from 227 (54 from 224); the authors'
+cuda-convnet sizes it as 1 + ceil((in - f) / s) (``layer.py``: ``modulesX``), which gives 55 from
+224, the last row and column of windows hanging 3 pixels over the far edge, where the input is
+zero. ``conv1_geometry="cuda_convnet"`` reproduces that exactly: conv1's input is zero-padded on
+the far edge only (bottom and right) by whatever makes 1 + ceil((in - 11) / 4) outputs. At 227
+both geometries are the same net (no padding), so 227 is an equivalent of the authors' 224, not a
+correction of the paper.
+
 The "two GPUs" of Sec. 3.2 are two columns: conv1's first 48 kernels (and LRN1's window) form
 column 0, its last 48 column 1, and conv2/conv4/conv5 use ``groups=2`` so that each column sees
 only its own half of the previous layer; conv3 and the FC layers see everything. Splitting the
 net onto two devices is therefore a matter of slicing each layer's weights along the channel axis.
 """
 
+import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from .lrn import LocalResponseNorm, check_lrn_convention
 
@@ -26,6 +42,12 @@ POOLINGS: tuple[str, ...] = ("overlapping", "plain")
 INITS: tuple[str, ...] = ("paper", "default")
 COLUMNS: tuple[int, ...] = (1, 2)
 REMOVABLE_CONVS: tuple[int, ...] = (3, 4)
+# "paper": Sec. 4.2's dropout (PaperDropout); "inverted": PyTorch's nn.Dropout.
+DROPOUT_MODES: tuple[str, ...] = ("paper", "inverted")
+# How conv1's output size follows from the input size: "floor" is PyTorch's 1 + floor((in - 11) / 4)
+# (no padding); "cuda_convnet" the authors' 1 + ceil((in - 11) / 4), zero-padding the far edge.
+CONV1_GEOMETRIES: tuple[str, ...] = ("floor", "cuda_convnet")
+CONV1_KERNEL, CONV1_STRIDE = 11, 4  # Sec. 3.5: 96 kernels of 11x11x3, stride 4
 
 # Kernels in conv1..conv5. Two columns: Sec. 3.5. One GPU (Sec. 3.2, footnote): half as many
 # kernels in every conv layer except the last, which keeps 256; the FC layers are unchanged.
@@ -55,8 +77,27 @@ def _out_size(size: int, kernel: int, stride: int) -> int:
     return (size - kernel) // stride + 1 if size >= kernel else 0
 
 
-def _sizes(crop_size: int, kernel: int, stride: int) -> list[int]:
-    conv1 = _out_size(crop_size, 11, 4)
+def conv1_far_padding(size: int, conv1_geometry: str = "floor") -> int:
+    """Zeros added after the last row (or column) of a ``size``-pixel input before conv1.
+
+    0 for "floor". For "cuda_convnet": enough for 1 + ceil((size - 11) / 4) windows of 11 at
+    stride 4, the output size cuda-convnet computes (3 at 224, 0 at 227).
+    """
+    if conv1_geometry not in CONV1_GEOMETRIES:
+        raise ValueError(
+            f"conv1_geometry must be one of {CONV1_GEOMETRIES}, got {conv1_geometry!r}"
+        )
+    if conv1_geometry == "floor":
+        return 0
+    windows = 1 - (-(size - CONV1_KERNEL) // CONV1_STRIDE)  # 1 + ceil(...), in integers
+    if windows < 1:  # not even one window starts inside the input: nothing to pad for
+        return 0
+    return (windows - 1) * CONV1_STRIDE + CONV1_KERNEL - size
+
+
+def _sizes(crop_size: int, kernel: int, stride: int, conv1_geometry: str) -> list[int]:
+    padded = crop_size + conv1_far_padding(crop_size, conv1_geometry)
+    conv1 = _out_size(padded, CONV1_KERNEL, CONV1_STRIDE)
     pool1 = _out_size(conv1, kernel, stride)
     conv2 = pool1  # 5x5, pad 2 keeps the size
     pool2 = _out_size(conv2, kernel, stride)
@@ -65,23 +106,61 @@ def _sizes(crop_size: int, kernel: int, stride: int) -> list[int]:
     return [conv1, pool1, conv2, pool2, conv3, conv4, conv5, pool5]
 
 
-def feature_sizes(crop_size: int, pooling: str = "overlapping") -> list[int]:
+def feature_sizes(
+    crop_size: int, pooling: str = "overlapping", conv1_geometry: str = "floor"
+) -> list[int]:
     """Spatial output size of each of :data:`FEATURE_LAYERS` for a square ``crop_size`` input.
 
-    At 227 this is [55, 27, 27, 13, 13, 13, 13, 6] for both pooling modes. Raises ValueError for
-    an unknown ``pooling`` or a crop too small to leave at least a 1x1 map after pool5.
+    At 227 this is [55, 27, 27, 13, 13, 13, 13, 6] for both pooling modes and both conv1
+    geometries; at 224 it is the same with ``conv1_geometry="cuda_convnet"`` and starts at 54 with
+    "floor". Raises ValueError for an unknown ``pooling`` or ``conv1_geometry``, or a crop too
+    small to leave at least a 1x1 map after pool5.
     """
     if pooling not in POOL_GEOMETRY:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    conv1_far_padding(crop_size, conv1_geometry)  # raises for an unknown geometry
     kernel, stride = POOL_GEOMETRY[pooling]
-    sizes = _sizes(crop_size, kernel, stride)
+    sizes = _sizes(crop_size, kernel, stride, conv1_geometry)
     if sizes[-1] < 1:
-        smallest = next(c for c in range(11, 10_000) if _sizes(c, kernel, stride)[-1] >= 1)
+        smallest = next(
+            c for c in range(1, 10_000) if _sizes(c, kernel, stride, conv1_geometry)[-1] >= 1
+        )
         raise ValueError(
             f"crop_size={crop_size} is too small for pooling={pooling!r}: "
             f"need crop_size >= {smallest} to get a 1x1 map after pool5"
         )
     return sizes
+
+
+class PaperDropout(nn.Dropout):
+    """Dropout as Sec. 4.2 describes it, not PyTorch's inverted dropout.
+
+    Training: each unit's output is set to zero with probability ``p``; the kept outputs pass
+    unchanged (nothing is scaled). Evaluation: every unit is kept and its output multiplied by
+    ``1 - p`` ("at test time, we use all the neurons but multiply their outputs by 0.5").
+
+    In expectation this is the same function as ``nn.Dropout`` (which multiplies the kept outputs by
+    1 / (1 - p) in training and does nothing at test time), but the two do not train alike with the
+    paper's initialisation and learning rate: with inverted dropout the next layer sees inputs
+    1 / (1 - p) times larger in training (twice at p = 0.5). It subclasses ``nn.Dropout`` so that
+    code looking for dropout layers (and their ``p``) finds these too.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.p == 0.0:
+            return x
+        if not self.training:
+            return x.mul_(1.0 - self.p) if self.inplace else x * (1.0 - self.p)
+        # A Bernoulli(1 - p) keep-mask multiplied in: kept values are exactly unchanged.
+        keep = torch.empty_like(x).bernoulli_(1.0 - self.p)
+        return x.mul_(keep) if self.inplace else x * keep
+
+
+def _dropout(p: float, mode: str) -> nn.Module:
+    # Sec. 4.2: on the outputs of fc6 and fc7. p = 0 is the no-dropout ablation: no module at all.
+    if p == 0.0:
+        return nn.Identity()
+    return PaperDropout(p) if mode == "paper" else nn.Dropout(p)
 
 
 def _activation(name: str) -> nn.Module:
@@ -107,6 +186,10 @@ class AlexNet(nn.Module):
         lrn_convention, lrn_size, lrn_alpha, lrn_beta, lrn_k: see :class:`LocalResponseNorm`.
         pooling: "overlapping" (3x3, stride 2, Sec. 3.4) or "plain" (2x2, stride 2).
         dropout: drop probability on the outputs of fc6 and fc7 (Sec. 4.2), in [0, 1).
+        dropout_mode: "paper" (Sec. 4.2, the default): nothing scaled in training, outputs times
+            1 - p at test time (:class:`PaperDropout`); "inverted": PyTorch's ``nn.Dropout``
+            (kept outputs times 1 / (1 - p) in training, nothing at test time). Same function in
+            expectation; with the paper's initialisation and learning rate they train differently.
         init: "paper" (Sec. 5): weights N(0, 0.01^2), biases ``bias_init`` in conv2, conv4, conv5,
             fc6, fc7 and 0 in conv1, conv3, fc8; "default": PyTorch's own initialisation.
         bias_init: the paper's "1" biases. Caffe's replication found that 1 gave a flat loss at
@@ -114,9 +197,15 @@ class AlexNet(nn.Module):
         remove_conv: None, 3 or 4: drop one middle conv layer (Sec. 7, depth). Removing conv4
             changes no other shape; removing conv3 makes conv4 take conv2's output directly
             (still grouped per column).
-        crop_size: input height and width. The paper says 224, but an unpadded 11x11 stride-4
-            conv gives 55x55 only from 227 (Caffe crops 227; torchvision pads a 224 input), so
-            227 is the default. fc6's input size follows from it (227 -> 256 x 6 x 6 = 9216).
+        crop_size: input height and width; fc6's input size follows from it (227, or 224 with
+            the "cuda_convnet" geometry: 256 x 6 x 6 = 9216). 227 is the default: there both
+            geometries give conv1's 55x55 without padding (Caffe crops 227 too).
+        conv1_geometry: "floor" (default): PyTorch's output size, 1 + floor((in - 11) / 4), so a
+            224 input gives 54x54; "cuda_convnet": the authors' 1 + ceil((in - 11) / 4), conv1's
+            input zero-padded on the far edge only (bottom and right), so 224 gives 55x55 as in
+            the authors' code (Sec. 3.5's 224x224 input). Identical nets at 227. Only conv1
+            changes: cuda-convnet's pools also round up, but at 224 and 227 every pool's window
+            fits exactly (55 -> 27 -> 13 -> 6), so PyTorch's pools give the same sizes.
     """
 
     def __init__(
@@ -133,10 +222,12 @@ class AlexNet(nn.Module):
         lrn_k: float | None = None,
         pooling: str = "overlapping",
         dropout: float = 0.5,
+        dropout_mode: str = "paper",
         init: str = "paper",
         bias_init: float = 1.0,
         remove_conv: int | None = None,
         crop_size: int = 227,
+        conv1_geometry: str = "floor",
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -150,17 +241,24 @@ class AlexNet(nn.Module):
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if dropout_mode not in DROPOUT_MODES:
+            raise ValueError(
+                f"dropout_mode must be one of {DROPOUT_MODES}, got {dropout_mode!r}"
+            )
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         if remove_conv is not None and remove_conv not in REMOVABLE_CONVS:
             raise ValueError(
                 f"remove_conv must be None or one of {REMOVABLE_CONVS}, got {remove_conv!r}"
             )
-        sizes = feature_sizes(crop_size, pooling)  # raises if the crop is too small
+        # Raises for an unknown conv1_geometry or a crop too small.
+        sizes = feature_sizes(crop_size, pooling, conv1_geometry)
 
         self.num_classes = num_classes
         self.columns = columns
+        self.dropout_mode = dropout_mode
         self.crop_size = crop_size
+        self.conv1_geometry = conv1_geometry
         self.remove_conv = remove_conv
         self.conv_channels = CONV_CHANNELS[columns]
         c1, c2, c3, c4, c5 = self.conv_channels
@@ -204,10 +302,10 @@ class AlexNet(nn.Module):
         # Fully connected layers see all of the previous layer (Sec. 3.5).
         self.fc6 = nn.Linear(c5 * sizes[-1] ** 2, HIDDEN_FC)
         self.act6 = _activation(activation)
-        self.drop6 = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.drop6 = _dropout(dropout, dropout_mode)
         self.fc7 = nn.Linear(HIDDEN_FC, HIDDEN_FC)
         self.act7 = _activation(activation)
-        self.drop7 = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.drop7 = _dropout(dropout, dropout_mode)
         self.fc8 = nn.Linear(HIDDEN_FC, num_classes)
 
         if init == "paper":
@@ -224,7 +322,13 @@ class AlexNet(nn.Module):
             nn.init.constant_(layer.bias, bias_init if name in _BIAS_ONE_LAYERS else 0.0)
 
     def conv_features(self, x: Tensor) -> Tensor:
-        """The pool5 maps, (B, 256, 6, 6) at 227."""
+        """The pool5 maps, (B, 256, 6, 6) at 227 (and at 224 with the cuda_convnet geometry)."""
+        # cuda-convnet's conv1 windows hang over the far edge only: pad bottom and right (the
+        # centred input's zero, as in the authors' code), from the actual input size.
+        pad_h = conv1_far_padding(x.shape[-2], self.conv1_geometry)
+        pad_w = conv1_far_padding(x.shape[-1], self.conv1_geometry)
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
         x = self.pool1(self.norm1(self.act1(self.conv1(x))))
         x = self.pool2(self.norm2(self.act2(self.conv2(x))))
         if self.conv3 is not None:
@@ -245,4 +349,12 @@ class AlexNet(nn.Module):
         return self.fc8(self.drop7(self.embed(x)))
 
 
-__all__ = ["AlexNet", "FEATURE_LAYERS", "feature_sizes"]
+__all__ = [
+    "AlexNet",
+    "CONV1_GEOMETRIES",
+    "DROPOUT_MODES",
+    "FEATURE_LAYERS",
+    "PaperDropout",
+    "conv1_far_padding",
+    "feature_sizes",
+]

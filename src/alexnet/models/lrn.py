@@ -7,13 +7,23 @@ layer and a window of n adjacent kernel maps:
 
 with k = 2, n = 5, alpha = 1e-4, beta = 0.75 (n/2 is integer division: 2 maps on each side).
 
-Two conventions for the same four numbers are in use, and they differ by a factor n in alpha:
+Three conventions for these numbers are in use, each named by its source. They differ in whether
+alpha is divided by n and in the default k:
 
-* ``"paper"``: alpha multiplies the sum of squares directly, k defaults to 2 (Sec. 3.3).
-* ``"cuda_convnet"``: Krizhevsky's cuda-convnet and Caffe divide alpha by n and use k = 1,
-  i.e. b^i = a^i / (k + (alpha / n) * sum ...)^beta. ``torch.nn.LocalResponseNorm`` also divides
-  alpha by n, so ``nn.LocalResponseNorm(5, alpha=1e-4, k=2)`` is five times weaker than the paper;
-  the paper's layer is ``nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2)``.
+* ``"paper"``: the paper's text. alpha multiplies the sum of squares as printed, k = 2.
+* ``"authors"``: the authors' released code, k = 2 and alpha / n. cuda-convnet2's ImageNet layer
+  parameters (``layers/layer-params-*.cfg``) set ``[rnorm1] scale=0.0001 pow=0.75 minDiv=2``;
+  its ``layer.py`` (``NormLayerParser``) divides ``scale`` by ``size`` for cross-map
+  normalisation, and ``cudaconv3/src/conv_util.cu`` computes the denominator as
+  ``minDiv + addScale * sum``. With alpha = 1e-4 this is five times weaker than the printed formula.
+* ``"caffe"``: Caffe's ``LRN`` layer and cuda-convnet v1's default, k = 1 and alpha / n. Caffe's
+  ``src/caffe/layers/lrn_layer.cpp`` computes k + (alpha / size) * sum with ``LRNParameter.k``
+  defaulting to 1 (``src/caffe/proto/caffe.proto``); cuda-convnet v1's ``layer.py`` divides
+  ``scale`` by ``size`` and its ``cudaconv2/conv_util.cu`` computes ``1 + addScale * sum``.
+
+``torch.nn.LocalResponseNorm`` also divides alpha by n: ``nn.LocalResponseNorm(5, alpha=1e-4,
+beta=0.75, k=2)`` is the authors' layer, ``k=1`` Caffe's, and the paper's formula is
+``nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2)``.
 
 ``groups`` splits the channels into independent blocks, each normalised on its own with the window
 clamped at the block's edges. The paper's two-GPU net normalises each GPU's kernel maps separately
@@ -23,14 +33,26 @@ clamped at the block's edges. The paper's two-GPU net normalises each GPU's kern
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-LRN_CONVENTIONS: tuple[str, ...] = ("paper", "cuda_convnet")
-_DEFAULT_K: dict[str, float] = {"paper": 2.0, "cuda_convnet": 1.0}
+LRN_CONVENTIONS: tuple[str, ...] = ("paper", "authors", "caffe")
+# The additive constant each source uses: the paper's k = 2, the authors' minDiv=2 in
+# cuda-convnet2's layer-params files, and Caffe's (and cuda-convnet v1's fixed) 1.
+_DEFAULT_K: dict[str, float] = {"paper": 2.0, "authors": 2.0, "caffe": 1.0}
+# Names that once meant something, so that an old config fails with a pointer to the new name.
+_RENAMED: dict[str, str] = {
+    "cuda_convnet": (
+        "'cuda_convnet' was renamed: use 'authors' for the authors' code (k = 2, alpha / n) "
+        "or 'caffe' for Caffe and cuda-convnet v1's default (k = 1, alpha / n)"
+    ),
+}
 
 
 def check_lrn_convention(convention: str) -> None:
     """Raise ValueError unless ``convention`` is one of :data:`LRN_CONVENTIONS`."""
     if convention not in LRN_CONVENTIONS:
-        raise ValueError(f"lrn convention must be one of {LRN_CONVENTIONS}, got {convention!r}")
+        message = f"lrn convention must be one of {LRN_CONVENTIONS}, got {convention!r}"
+        if convention in _RENAMED:
+            message = f"{message}: {_RENAMED[convention]}"
+        raise ValueError(message)
 
 
 class LocalResponseNorm(nn.Module):
@@ -40,9 +62,9 @@ class LocalResponseNorm(nn.Module):
         size: n, the number of adjacent kernel maps in the window (odd, centred on the map).
         alpha: the paper's alpha; how it enters the formula depends on ``convention``.
         beta: the exponent.
-        k: the additive constant; None means the convention's default (2 for "paper",
-            1 for "cuda_convnet").
-        convention: "paper" (alpha' = alpha) or "cuda_convnet" (alpha' = alpha / size).
+        k: the additive constant; None means the convention's default (2 for "paper" and
+            "authors", 1 for "caffe").
+        convention: "paper" (alpha' = alpha), "authors" or "caffe" (alpha' = alpha / size).
         groups: number of independent channel blocks (1 = normalise across all channels).
 
     Input: (B, C, *) with C divisible by ``groups``; the output has the same shape.
@@ -79,6 +101,7 @@ class LocalResponseNorm(nn.Module):
     @property
     def effective_alpha(self) -> float:
         """The coefficient of the sum of squares in the denominator, whatever the convention."""
+        # Only the paper's text uses alpha as printed; both codebases divide it by the window.
         return self.alpha if self.convention == "paper" else self.alpha / self.size
 
     def forward(self, x: Tensor) -> Tensor:
@@ -90,8 +113,11 @@ class LocalResponseNorm(nn.Module):
         # Fold the groups into the batch so that each block's window stops at its own edges.
         y = x.reshape(b * self.groups, c // self.groups, *x.shape[2:])
         # torch's functional form computes k + (alpha / size) * sum, with zero padding at the
-        # channel edges, which is exactly the clamped sum of the paper's formula.
-        y = F.local_response_norm(y, self.size, self.effective_alpha * self.size, self.beta, self.k)
+        # channel edges, which is exactly the clamped sum of the paper's formula. The two codebases
+        # share torch's convention, so their alpha goes in untouched (bit for bit
+        # nn.LocalResponseNorm); the paper's alpha is multiplied by n to cancel torch's division.
+        torch_alpha = self.alpha * self.size if self.convention == "paper" else self.alpha
+        y = F.local_response_norm(y, self.size, torch_alpha, self.beta, self.k)
         return y.reshape(x.shape)
 
     def extra_repr(self) -> str:
