@@ -12,6 +12,8 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from alexnet.optim import build_optimizer
+
 CONFIG_KEY = "alexnet_config"  # where a checkpoint keeps the resolved training configuration
 
 
@@ -105,7 +107,9 @@ class ImageClassifier(L.LightningModule):
         self._evaluate(batch, "test")
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
+        # The builders of alexnet.optim take the network, to split weights from biases or use
+        # its own param_groups(); a plain optimizer class gets the parameters.
+        optimizer = build_optimizer(self.optimizer_factory, self.net)
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)

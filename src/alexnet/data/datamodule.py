@@ -198,6 +198,7 @@ class PreparedDataModule(L.LightningDataModule):
         flip: bool = True,
         pca_jitter: bool = True,
         pca_std: float = 0.1,
+        pca_convention: str = "authors",
         ten_crop: bool = False,
         scale: float = 1.0,
         pin_memory: bool = True,
@@ -214,8 +215,6 @@ class PreparedDataModule(L.LightningDataModule):
             )
         if source is not None and source not in SOURCES:
             raise ValueError(f"data.source must be one of {list(SOURCES)}, got {source!r}")
-        if pca_std < 0:
-            raise ValueError(f"data.pca_std must be >= 0, got {pca_std}")
         self.root = Path(prepared_dir)
         self.source, self.source_root, self.val_fraction = source, root, val_fraction
         self.image_size, self.crop_size = image_size, crop_size
@@ -224,15 +223,16 @@ class PreparedDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.crop, self.flip = crop, flip
-        self.pca = dict(pca_jitter=pca_jitter, pca_std=pca_std)
+        self.pca = dict(pca_jitter=pca_jitter, pca_std=pca_std, pca_convention=pca_convention)
         self.mean_mode = mean
         self.ten_crop = ten_crop
         self.scale = scale
         self.stats: dict[str, Any] | None = None
         self._in_transfer: Tensor | None = None
         self._mapped: deque = deque(maxlen=max(1, num_workers) * SharedBatches.KEEP)
+        # Checks the preset's settings now, before any data are read.
         Preset(crop_size=crop_size, mean_image=torch.zeros(image_size, image_size, 3), mean=mean,
-               scale=scale)
+               scale=scale, **self.pca)
 
     # -- lifecycle -------------------------------------------------------------------------
     def prepare_command(self, force: bool = False) -> str:
