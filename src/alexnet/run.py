@@ -7,6 +7,7 @@ the configuration is reported before any work starts, as one line and a non-zero
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
 import time
@@ -17,21 +18,26 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from alexnet.ablation import applied_ablations
 from alexnet.callbacks import ImageThroughput, MetricHistory
 from alexnet.data.prepared import DataError
 from alexnet.module import CONFIG_KEY, ImageClassifier
-from alexnet.summary import build_summary, write_summary
+from alexnet.summary import build_summary, read_summary, write_summary
 
 
 def register_resolvers() -> None:
-    """``${div:a,b}`` in the configs (e.g. the plateau schedule's floor, lr / 10^3)."""
+    """``${div:a,b}`` in the configs (e.g. the plateau schedule's floor, lr / 10^3) and
+    ``${csv:list}`` (a study's arms and seeds as the comma-separated sweep of a multirun)."""
     if not OmegaConf.has_resolver("div"):
         OmegaConf.register_new_resolver("div", lambda a, b: float(a) / float(b))
+    if not OmegaConf.has_resolver("csv"):
+        OmegaConf.register_new_resolver("csv", lambda items: ",".join(str(i) for i in items))
 
 
 register_resolvers()
@@ -56,9 +62,15 @@ def reports_user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConf
             return task(cfg)
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)
+            if _in_multirun():  # Hydra records this job as failed and goes on with the others
+                raise
             sys.exit(2)
 
     return wrapper
+
+
+def _in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _is_rank_zero() -> bool:
@@ -97,9 +109,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Train (and by default test) the configured model; write and return ``summary.json``."""
     started = time.time()
     out = Path(cfg.paths.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     with building("invalid configuration"):
         ablations = applied_ablations(cfg)
+        _tag_run(cfg, ablations)
+    if cfg.get("skip_completed"):
+        done = _completed_summary(out / "summary.json", cfg)
+        if done is not None:
+            print(f"skipped: {out} has completed already (skip_completed=true)", file=sys.stderr)
+            return done
+    out.mkdir(parents=True, exist_ok=True)
+    with building("invalid configuration"):
         if cfg.get("seed") is not None:
             L.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule = _build_data(cfg.data)
@@ -118,11 +137,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if resume and not Path(resume).is_file():
         raise UserError(f"checkpoint to resume from not found: {resume}")
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     checkpoint = trainer.checkpoint_callback
-    best_path = getattr(checkpoint, "best_model_path", "") or None
-    if cfg.get("test") and not trainer.interrupted:
-        trainer.test(module, datamodule=datamodule, ckpt_path=best_path, weights_only=False)
+    best_path, error = None, None
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        best_path = getattr(checkpoint, "best_model_path", "") or None
+        if cfg.get("test") and not trainer.interrupted:
+            trainer.test(module, datamodule=datamodule, ckpt_path=best_path, weights_only=False)
+    except Exception as err:  # recorded as a failed run (a study lists it), then raised
+        error = err
 
     summary = build_summary(
         task="train",
@@ -136,10 +159,55 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         img_per_s=throughput.images_per_second,
         checkpoints={"best": best_path, "last": getattr(checkpoint, "last_model_path", None)},
         output_dir=out,
+        error=error,
     )
     if trainer.is_global_zero:
         write_summary(out / "summary.json", summary)
+    if error is not None:
+        raise error
     return summary
+
+
+def _completed_summary(path: Path, cfg: DictConfig) -> dict[str, Any] | None:
+    """The summary of a run of this configuration that completed in this directory before, else
+    None (never finished, failed or interrupted: run again). UserError if the directory holds a
+    completed run of another configuration: a study's directory never mixes two."""
+    try:
+        summary = read_summary(path)
+    except (OSError, ValueError):
+        return None
+    if summary.get("status") != "completed":
+        return None
+    current = json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=True), default=str))
+    # The study's own spec (its list of arms and seeds) may grow between two runs of the sweep.
+    differing = sorted(
+        d for d in _differences(summary.get("config") or {}, current)
+        if not d.startswith(("study.", "tags"))
+    )
+    if differing:
+        shown = ", ".join(differing[:5]) + (" ..." if len(differing) > 5 else "")
+        raise UserError(
+            f"{path.parent} holds a completed run of another configuration (differs in "
+            f"{shown}): choose another study.name (or paths.log_dir), or remove that directory"
+        )
+    return summary
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in a.keys() | b.keys()
+                for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix[:-1]]
+
+
+def _tag_run(cfg: DictConfig, ablations: list[dict[str, Any]]) -> None:
+    """Add the ablations' names (``none`` for the baseline) and the seed to ``tags``, which
+    wandb shows: a study's runs are told apart by them (and grouped by the study's name)."""
+    names = [a["name"] for a in ablations] or ["none"]
+    tags = list(cfg.get("tags") or [])
+    with open_dict(cfg):
+        cfg.tags = tags + [t for t in [*names, f"seed={cfg.get('seed')}"] if t not in tags]
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -73,6 +73,7 @@ def build_summary(
     checkpoints: dict[str, str | None],
     output_dir: Path,
     train_config: dict[str, Any] | None = None,
+    error: BaseException | None = None,
 ) -> dict[str, Any]:
     # The last epoch's metrics, then whatever ran after it (the test) on top.
     final = {k: v for k, v in (history.history[-1] if history.history else {}).items() if "/" in k}
@@ -84,7 +85,7 @@ def build_summary(
     summary = {
         "summary_version": SUMMARY_VERSION,
         "task": task,
-        "status": "interrupted" if trainer.interrupted else "completed",
+        "status": _status(trainer, error),
         "final": final,
         "best": history.best(),
         "history": history.history,
@@ -93,7 +94,10 @@ def build_summary(
         "num_params": num_params,
         "num_classes": num_classes,
         "ablations": ablations,
+        "arm": "+".join(a["name"] for a in ablations) or "none",
         "seed": cfg.get("seed"),
+        "study": _study(cfg),
+        "tags": list(cfg.get("tags") or []),
         "git": git_state(),
         "wall_time_s": wall_time_s,
         "img_per_s": img_per_s,
@@ -102,9 +106,33 @@ def build_summary(
         "environment": environment(),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
+    if error is not None:
+        summary["error"] = f"{type(error).__name__}: {' '.join(str(error).split())}"
     if train_config is not None:
         summary["train_config"] = train_config
     return summary
+
+
+def _status(trainer: L.Trainer, error: BaseException | None) -> str:
+    if error is not None:
+        return "failed"
+    return "interrupted" if trainer.interrupted else "completed"
+
+
+def _study(cfg: DictConfig) -> dict[str, Any] | None:
+    """The study a run belongs to (its name, and the sweep directory it was run in)."""
+    study = cfg.get("study")
+    if not study:
+        return None
+    sweep_dir = None
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            sweep_dir = str(Path(HydraConfig.get().sweep.dir).resolve())
+    except (ImportError, ValueError):
+        pass
+    return {"name": study.get("name"), "sweep_dir": sweep_dir}
 
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:

@@ -1,0 +1,303 @@
+"""``report.md`` and ``report.png`` of an ablation study: measured deltas beside the paper's.
+
+Reads the runs through :mod:`alexnet.study` (their ``summary.json`` files and nothing else) and
+the paper's numbers from ``ablations/claims.yaml``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from alexnet.study import (
+    BASELINE,
+    ERRORS,
+    Delta,
+    Study,
+    arm_errors,
+    epochs_to_error,
+    load_study,
+    paired_delta,
+    t_interval,
+)
+
+CLAIMS_FILE = Path(__file__).resolve().parents[2] / "ablations" / "claims.yaml"
+FIG1_TARGET = 0.25  # Fig. 1: training error 25%
+FIG1_ARMS = (BASELINE, "tanh")  # ReLU (the recipe) and its tanh ablation
+_DATA_NAMES = {"SyntheticDataModule": "built-in synthetic data"}
+
+
+def load_claims(path: str | os.PathLike = CLAIMS_FILE) -> dict[str, dict[str, Any]]:
+    """The paper's claims by the name of the ablation that tests them."""
+    entries = yaml.safe_load(Path(path).read_text()) or {}
+    return {
+        entry["ablation"]: {"key": key, **entry}
+        for key, entry in entries.items()
+        if isinstance(entry, dict) and entry.get("ablation")
+    }
+
+
+def _fmt(value: float | None, digits: int = 1, signed: bool = True) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _interval(delta: Delta | None) -> str:
+    if delta is None:
+        return "—"
+    if delta.low is None:
+        return f"{_fmt(delta.mean)} (n = 1, no interval)"
+    return f"{_fmt(delta.mean)} [{_fmt(delta.low)}, {_fmt(delta.high)}]"
+
+
+def _paper_delta(claim: dict[str, Any] | None, error: str) -> float | None:
+    return None if claim is None else claim.get(f"delta_{error.split('_')[0]}")
+
+
+def _verdicts(delta: Delta | None, claim: dict[str, Any] | None, error: str) -> tuple[str, str]:
+    """(does the sign agree, is the paper's value inside the interval) for one error."""
+    paper = _paper_delta(claim, error)
+    if delta is None or paper is None:
+        return "—", "—"
+    sign = "yes" if (delta.mean > 0) == (paper > 0) else "no"
+    if delta.low is None:
+        return sign, "—"
+    if claim.get(f"delta_{error.split('_')[0]}_is_lower_bound"):
+        return sign, "yes" if delta.high >= paper else "no"  # "over 1%": consistent if reachable
+    return sign, "yes" if delta.contains(paper) else "no"
+
+
+def describe_setting(study: Study) -> str:
+    """Data, image size, epochs, seeds, device and commit: a proxy never passes for the paper."""
+    run = next(iter(study.by_arm(BASELINE).values()), study.runs[0])
+    cfg, summary = run.config, run.summary
+    data = cfg.get("data") or {}
+    target = str(data.get("_target_", "")).rsplit(".", 1)[-1]
+    name = _DATA_NAMES.get(target) or Path(str(data.get("prepared_dir", "data"))).name
+    counts = ""
+    if data.get("train_per_class"):
+        counts = (f", {data['train_per_class']} training and {data.get('val_per_class')} "
+                  f"validation images per class")
+    env = summary.get("environment") or {}
+    git = summary.get("git") or {}
+    commit = (git.get("commit") or "unknown")[:10] + (" (uncommitted changes)" if git.get("dirty")
+                                                      else "")
+    device = env.get("device", "?")
+    if device == "cpu":
+        device = f"CPU ({env.get('cpu_count', '?')} cores)"
+    trainer = cfg.get("trainer") or {}
+    epochs = f"{trainer.get('max_epochs')} epochs"
+    if trainer.get("fast_dev_run"):
+        epochs = "fast_dev_run (one batch: a test of the code, not a result)"
+    return (
+        f"{name}: {summary.get('num_classes')} classes{counts}; "
+        f"images {data.get('image_size')} px, crops {data.get('crop_size')} px; {epochs}; "
+        f"{len(study.seeds)} seeds ({', '.join(map(str, study.seeds))}); {device}; "
+        f"torch {env.get('torch', '?')}; commit {commit}"
+    )
+
+
+def fig1_result(study: Study) -> dict[str, Any] | None:
+    """Fig. 1: epochs to 25% training error of ReLU (the baseline) and tanh, each at the learning
+    rate where it gets there soonest (when the study sweeps learning rates), and their ratio."""
+    if not all(study.by_arm(arm) for arm in FIG1_ARMS):
+        return None
+    chance = 1.0 - 1.0 / max(2, int(study.runs[0].summary.get("num_classes") or 2))
+    lrs = sorted({r.lr for r in study.runs}) if study.spec.get("lrs") else [None]
+    result: dict[str, Any] = {"arms": {}, "max_epochs": 0}
+    for arm in FIG1_ARMS:
+        options = []
+        for lr in lrs:
+            runs = study.by_arm(arm, lr)
+            if not runs:
+                continue
+            epochs = {s: epochs_to_error(r.history("train/top1_err"), FIG1_TARGET, chance)
+                      for s, r in runs.items()}
+            result["max_epochs"] = max(result["max_epochs"],
+                                       *(len(r.history("train/top1_err")) for r in runs.values()))
+            reached = [e for e in epochs.values() if e is not None]
+            mean = fmean_or_none(reached) if len(reached) == len(epochs) else None
+            options.append({"lr": lr, "epochs": epochs, "mean": mean, "runs": runs})
+        best = min(options, key=lambda o: math.inf if o["mean"] is None else o["mean"])
+        result["arms"][arm] = {"options": options, "best": best}
+    relu, tanh = (result["arms"][a]["best"]["mean"] for a in FIG1_ARMS)
+    result["ratio"] = tanh / relu if relu and tanh else None
+    result["ratio_at_least"] = result["max_epochs"] / relu if relu and tanh is None else None
+    return result
+
+
+def fmean_or_none(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def render_markdown(study: Study, claims: dict[str, dict[str, Any]]) -> str:
+    lines = [f"# Ablation study `{study.name}`", "", f"**Setting.** {describe_setting(study)}.", ""]
+    lines += [
+        "A proxy unless the setting above is the paper's (ILSVRC, 256 px images, 224/227 crops, "
+        "about 90 epochs): its deltas say whether a component helps *here*, not what it was "
+        "worth on ImageNet.", "",
+    ]
+    lines += _problems(study)
+    if not study.spec.get("lrs"):
+        lines += _delta_table(study, claims)
+    fig1 = fig1_result(study)
+    if fig1 is not None:
+        lines += _fig1_lines(fig1, claims)
+    lines += ["", f"Runs read: {len(study.runs)} completed summary.json files below "
+              f"`{study.directory.name}/`. Confidence intervals: Student t, 95%, over the "
+              "seeds, each ablation's run paired with the baseline run of the same seed."]
+    return "\n".join(lines) + "\n"
+
+
+def _problems(study: Study) -> list[str]:
+    if not (study.missing or study.incomplete):
+        return []
+    lines = ["## Runs not counted", ""]
+    for arm, seed, lr in study.missing:
+        done = [r for r in study.incomplete if (r.arm, r.seed) == (arm, seed)
+                and (lr is None or r.lr == lr)]
+        what = (f"{done[0].status}" + (f": {done[0].summary.get('error')}"
+                                       if done[0].summary.get("error") else "")
+                if done else "missing (no summary.json)")
+        lines.append(f"- `{arm}` seed {seed}" + (f" lr {lr:g}" if lr else "") + f": {what}")
+    lines += ["", "The deltas below use only the seeds where both runs of a pair completed "
+              "(n says how many). Run the same command again to complete the others.", ""]
+    return lines
+
+
+def _delta_table(study: Study, claims: dict[str, dict[str, Any]]) -> list[str]:
+    base = {e: arm_errors(study, BASELINE, e) for e in ERRORS}
+    lines = ["## Measured deltas beside the paper's", ""]
+    if base["top1_err"]:
+        mean, half = t_interval([100 * v for v in base["top1_err"].values()])
+        mean5, half5 = t_interval([100 * v for v in base["top5_err"].values()])
+        lines += [f"Baseline (`none`, the recipe unchanged): test top-1 error "
+                  f"{mean:.1f}% ± {_fmt(half, signed=False)}, top-5 {mean5:.1f}% ± "
+                  f"{_fmt(half5, signed=False)} (n = {len(base['top1_err'])}).", ""]
+    lines += [
+        "Δ = ablation minus baseline, in points of test error, mean [95% CI]: positive means "
+        "the component helps (the paper's sign).", "",
+        "| ablation | claim (Sec.) | n | Δ top-1 measured | paper | sign agrees | paper in CI "
+        "| Δ top-5 measured | paper | sign agrees | paper in CI |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for arm in study.arms:
+        if arm == BASELINE:
+            continue
+        claim = claims.get(arm)
+        cells = [f"`{arm}`", f"{claim['key']} ({claim['section']})" if claim else "—"]
+        deltas = {e: paired_delta(base[e], arm_errors(study, arm, e)) for e in ERRORS}
+        cells.append(str(deltas["top1_err"].n if deltas["top1_err"] else 0))
+        for error in ERRORS:
+            paper = _paper_delta(claim, error)
+            bound = claim and claim.get(f"delta_{error.split('_')[0]}_is_lower_bound")
+            shown = "no number" if paper is None else (f"> {paper:g}" if bound else f"{paper:+g}")
+            cells += [_interval(deltas[error]), shown, *_verdicts(deltas[error], claim, error)]
+        lines.append("| " + " | ".join(cells) + " |")
+    no_number = [f"`{a}`: {claims[a]['claim']}" for a in study.arms
+                 if a in claims and claims[a].get("delta_top1") is None]
+    if no_number:
+        lines += ["", "Claims without a number in the paper (the interval is still measured):", ""]
+        lines += [f"- {text}" for text in no_number]
+    return lines
+
+
+def _fig1_lines(fig1: dict[str, Any], claims: dict[str, dict[str, Any]]) -> list[str]:
+    paper = (claims.get("tanh") or {}).get("speedup")
+    lines = ["", "## Fig. 1: epochs to 25% training error, ReLU against tanh", "",
+             "| activation | learning rate | epochs per seed | mean | chosen |",
+             "|---|---|---|---|---|"]
+    for arm, label in zip(FIG1_ARMS, ("ReLU", "tanh"), strict=True):
+        entry = fig1["arms"][arm]
+        for option in entry["options"]:
+            per_seed = ", ".join(
+                "not reached" if e is None else f"{e:.2f}" for e in option["epochs"].values()
+            )
+            lr = "—" if option["lr"] is None else f"{option['lr']:g}"
+            chosen = "yes" if option is entry["best"] else ""
+            lines.append(f"| {label} | {lr} | {per_seed} | {_fmt(option['mean'], 2, False)} "
+                         f"| {chosen} |")
+    lines.append("")
+    if fig1["ratio"] is not None:
+        lines.append(f"tanh needs **{fig1['ratio']:.1f}×** the epochs of ReLU to reach 25% "
+                     f"training error (paper: {paper:g}× on CIFAR-10)." if paper else
+                     f"tanh needs {fig1['ratio']:.1f}× the epochs of ReLU.")
+    elif fig1["ratio_at_least"] is not None:
+        lines.append(f"tanh did not reach 25% within {fig1['max_epochs']} epochs: ReLU is at least "
+                     f"{fig1['ratio_at_least']:.1f}× faster (paper: {paper:g}×).")
+    else:
+        lines.append("ReLU did not reach 25% training error in every run: no ratio.")
+    lines.append("Each activation's learning rate is the one of the study's grid that reaches "
+                 "25% soonest on average (Fig. 1: learning rates chosen independently per net).")
+    return lines
+
+
+def render_plot(study: Study, claims: dict[str, dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig1 = fig1_result(study)
+    arms = [] if study.spec.get("lrs") else [a for a in study.arms if a != BASELINE]
+    panels = [("top1_err", "top-1")] * bool(arms) + [("top5_err", "top-5")] * bool(arms)
+    ncols = len(panels) + (fig1 is not None)
+    fig, axes = plt.subplots(1, max(1, ncols), figsize=(5.5 * max(1, ncols), 0.45 * len(arms) + 3),
+                             squeeze=False)
+    base = {e: arm_errors(study, BASELINE, e) for e in ERRORS}
+    for ax, (error, label) in zip(axes[0], panels, strict=False):
+        for y, arm in enumerate(arms):
+            delta = paired_delta(base[error], arm_errors(study, arm, error))
+            if delta is not None:
+                err = None if delta.low is None else [[delta.mean - delta.low],
+                                                      [delta.high - delta.mean]]
+                ax.errorbar(delta.mean, y, xerr=err, fmt="o", color="tab:blue", capsize=4,
+                            label="measured (95% CI)" if y == 0 else None)
+            paper = _paper_delta(claims.get(arm), error)
+            if paper is not None:
+                bound = claims[arm].get(f"delta_{error.split('_')[0]}_is_lower_bound")
+                ax.plot(paper, y, marker=">" if bound else "D", color="tab:red", linestyle="",
+                        label="paper" if "paper" not in ax.get_legend_handles_labels()[1] else None)
+        ax.axvline(0, color="grey", linewidth=0.8)
+        ax.set_yticks(range(len(arms)), arms)
+        ax.invert_yaxis()
+        ax.set_xlabel(f"Δ {label} error, points (ablation − baseline)")
+        ax.legend(loc="lower right", fontsize=8)
+    if fig1 is not None:
+        ax = axes[0][ncols - 1]
+        for arm, label, color in zip(FIG1_ARMS, ("ReLU", "tanh"), ("tab:blue", "tab:orange"),
+                                     strict=True):
+            best = fig1["arms"][arm]["best"]
+            for i, run in enumerate(best["runs"].values()):
+                curve = run.history("train/top1_err")
+                lr = "" if best["lr"] is None else f", lr {best['lr']:g}"
+                ax.plot([e for e, _ in curve], [100 * v for _, v in curve], color=color,
+                        linestyle="-" if arm == BASELINE else "--", alpha=0.8,
+                        label=f"{label}{lr}" if i == 0 else None)
+        ax.axhline(100 * FIG1_TARGET, color="grey", linewidth=0.8)
+        ax.set_xlabel("epochs")
+        ax.set_ylabel("training error, %")
+        ax.set_title("Fig. 1: ReLU (solid) vs tanh (dashed)")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Study {study.name}: {describe_setting(study)}", fontsize=8, wrap=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(directory: str | os.PathLike,
+                 claims_file: str | os.PathLike = CLAIMS_FILE) -> tuple[Path, Path, Study]:
+    """Write ``report.md`` and ``report.png`` into the sweep directory; StudyError when the runs
+    cannot be compared (nothing is written then)."""
+    study = load_study(directory)
+    claims = load_claims(claims_file)
+    markdown = render_markdown(study, claims)
+    md_path, png_path = study.directory / "report.md", study.directory / "report.png"
+    render_plot(study, claims, png_path)
+    md_path.write_text(markdown)
+    return md_path, png_path, study

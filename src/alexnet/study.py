@@ -1,0 +1,267 @@
+"""An ablation study's runs, read back from their ``summary.json`` files and compared.
+
+A study (``conf/experiment/study_*.yaml``) is one Hydra multirun: every arm (the baseline,
+``none``, and one ablation each) over the same seeds, so that each ablation's run can be paired
+with the baseline's run of the same seed (same data order; same initialisation wherever the
+ablation leaves the shapes alone). This module reads nothing but the runs' ``summary.json``:
+
+- :func:`load_study` finds the runs, checks that they differ only in what an arm and a seed may
+  change, and lists the expected runs that are missing, failed or were interrupted;
+- :func:`paired_delta` is the measured delta of one ablation, ablation minus baseline in points
+  of error (the paper's sign: what the technique gains), with a Student-t 95% interval over the
+  seeds;
+- :func:`epochs_to_error` is Fig. 1's measure: the epoch at which the training error first
+  reaches 25%.
+
+``ablations/report.py`` turns these into ``report.md`` and ``report.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import fmean, stdev
+from typing import Any
+
+from scipy import stats
+
+BASELINE = "none"  # the arm without an ablation (conf/ablation/none.yaml)
+ERRORS = ("top1_err", "top5_err")
+# Keys that differ between the runs of one study by construction: where the run was written,
+# its labels, the study's own spec, and the seed. An arm may change its ablations' keys besides.
+_RUN_KEYS = ("seed", "tags", "study", "ablations", "paths.output_dir")
+
+
+class StudyError(Exception):
+    """The runs cannot be compared (none found, or settings that differ): one line for the user."""
+
+
+@dataclass
+class Run:
+    """One run of a study, as its summary.json describes it."""
+
+    path: Path
+    summary: dict[str, Any]
+
+    @property
+    def arm(self) -> str:
+        return self.summary.get("arm") or (
+            "+".join(a["name"] for a in self.summary.get("ablations") or []) or BASELINE
+        )
+
+    @property
+    def seed(self) -> int | None:
+        return self.summary.get("seed")
+
+    @property
+    def lr(self) -> float | None:
+        return (self.config.get("optimizer") or {}).get("lr")
+
+    @property
+    def status(self) -> str:
+        return self.summary.get("status", "unknown")
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.summary.get("config") or {}
+
+    def test_error(self, error: str) -> float | None:
+        """The test error (``top1_err`` or ``top5_err``) as a fraction: the 10-patch test's when
+        the run made it (Sec. 4.1), else the single centre patch's."""
+        final = self.summary.get("final") or {}
+        value = final.get(f"test10/{error}", final.get(f"test/{error}"))
+        return None if value is None else float(value)
+
+    def history(self, metric: str) -> list[tuple[int, float]]:
+        """(epochs completed, value) of a per-epoch metric, in order."""
+        rows = self.summary.get("history") or []
+        return [(int(r["epoch"]) + 1, float(r[metric])) for r in rows
+                if r.get(metric) is not None and math.isfinite(float(r[metric]))]
+
+
+@dataclass
+class Study:
+    """The runs of one sweep directory, checked to be comparable."""
+
+    directory: Path
+    runs: list[Run]                       # every completed run
+    incomplete: list[Run] = field(default_factory=list)   # failed or interrupted runs
+    missing: list[tuple[str, Any, float | None]] = field(default_factory=list)  # (arm, seed, lr)
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self.runs[0].config.get("study") or {}
+
+    @property
+    def name(self) -> str:
+        return str(self.spec.get("name") or self.directory.name)
+
+    @property
+    def arms(self) -> list[str]:
+        """Arms in the study's order (the baseline first), then any others found."""
+        order = [BASELINE, *(a for a in self.spec.get("arms") or [] if a != BASELINE)]
+        found = {r.arm for r in self.runs}
+        return [a for a in order if a in found] + sorted(found - set(order))
+
+    @property
+    def seeds(self) -> list[Any]:
+        return sorted({r.seed for r in self.runs}, key=str)
+
+    def by_arm(self, arm: str, lr: float | None = None) -> dict[Any, Run]:
+        """The completed runs of one arm (at one learning rate, if given), by seed."""
+        return {r.seed: r for r in self.runs
+                if r.arm == arm and (lr is None or r.lr == lr)}
+
+
+def load_study(directory: str | os.PathLike) -> Study:
+    """Read every ``summary.json`` below ``directory``; StudyError when there is none or when
+    the completed runs differ in anything but their arm's keys, the seed and a swept lr."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise StudyError(f"no such sweep directory: {directory}")
+    runs = []
+    for path in sorted(directory.rglob("summary.json")):
+        try:
+            runs.append(Run(path, json.loads(path.read_text())))
+        except (OSError, ValueError) as err:
+            raise StudyError(f"{path} is not a readable summary.json ({err})") from None
+    runs = [r for r in runs if r.summary.get("task") == "train"]
+    if not runs:
+        raise StudyError(f"no training run (summary.json) found below {directory}")
+    completed = [r for r in runs if r.status == "completed"]
+    incomplete = [r for r in runs if r.status != "completed"]
+    if not completed:
+        raise StudyError(f"none of the {len(runs)} runs below {directory} has completed")
+    study = Study(directory, completed, incomplete)
+    _check_comparable(study)
+    study.missing = _missing(study, runs)
+    return study
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        flat: dict[str, Any] = {}
+        for key, value in node.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: node}
+
+
+def _comparable_config(run: Run) -> dict[str, Any]:
+    """The run's resolved configuration, flattened, with its own directory written as ``<run>``
+    (checkpoint and logger paths derive from it)."""
+    out = str(run.summary.get("output_dir") or run.config.get("paths", {}).get("output_dir", ""))
+    flat = _flatten(run.config)
+    if out:
+        flat = {k: v.replace(out, "<run>") if isinstance(v, str) else v for k, v in flat.items()}
+    return flat
+
+
+def _arm_keys(run: Run) -> set[str]:
+    return {key for a in run.summary.get("ablations") or [] for key in a.get("changes") or []}
+
+
+def _check_comparable(study: Study) -> None:
+    """Every completed run must equal the first baseline run (or the first run) in every key but
+    those its arm changes, the seed, and the learning rate when the study sweeps it."""
+    reference = next((r for r in study.runs if r.arm == BASELINE), study.runs[0])
+    ref_flat, ref_keys = _comparable_config(reference), _arm_keys(reference)
+    swept = {"optimizer.lr"} if study.spec.get("lrs") else set()
+    for run in study.runs:
+        flat, allowed = _comparable_config(run), ref_keys | _arm_keys(run) | swept
+        differing = sorted(
+            key for key in ref_flat.keys() | flat.keys()
+            if ref_flat.get(key) != flat.get(key)
+            and key not in allowed and not key.startswith(_RUN_KEYS)
+        )
+        if differing:
+            shown = ", ".join(
+                f"{k}={ref_flat.get(k)!r} vs {flat.get(k)!r}" for k in differing[:3]
+            ) + (f" and {len(differing) - 3} more" if len(differing) > 3 else "")
+            raise StudyError(
+                f"refusing to mix runs whose settings differ in more than the ablation and the "
+                f"seed: {reference.path.parent} and {run.path.parent} differ in {shown}"
+            )
+
+
+def _missing(study: Study, runs: list[Run]) -> list[tuple[str, Any, float | None]]:
+    """The (arm, seed, lr) the study's spec asks for that no completed run covers."""
+    arms, seeds, lrs = set(), set(), set()
+    for run in runs:
+        spec = run.config.get("study") or {}
+        arms.update(spec.get("arms") or [])
+        seeds.update(spec.get("seeds") or [])
+        lrs.update(spec.get("lrs") or [])
+    done = {(r.arm, r.seed, r.lr if lrs else None) for r in study.runs}
+    return [
+        (arm, seed, lr)
+        for arm in [a for a in study.arms if a in arms] + sorted(arms - set(study.arms))
+        for seed in sorted(seeds, key=str)
+        for lr in (sorted(lrs) or [None])
+        if (arm, seed, lr) not in done
+    ]
+
+
+@dataclass
+class Delta:
+    """A paired difference over seeds, in points: its mean, 95% interval and the pairs used."""
+
+    mean: float
+    n: int
+    low: float | None = None    # None with a single pair: no interval
+    high: float | None = None
+    per_seed: dict[Any, float] = field(default_factory=dict)
+
+    @property
+    def half_width(self) -> float | None:
+        return None if self.low is None else (self.high - self.low) / 2
+
+    def contains(self, value: float) -> bool | None:
+        return None if self.low is None else self.low <= value <= self.high
+
+
+def t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float | None]:
+    """The mean of ``values`` and the half-width of its Student-t interval (None for n < 2)."""
+    mean = fmean(values)
+    if len(values) < 2:
+        return mean, None
+    quantile = stats.t.ppf(0.5 + confidence / 2, len(values) - 1)
+    return mean, quantile * stdev(values) / math.sqrt(len(values))
+
+
+def paired_delta(baseline: dict[Any, float], ablated: dict[Any, float]) -> Delta | None:
+    """Ablated minus baseline, seed by seed (only seeds present in both), in points of error
+    (fractions x 100): the paper's sign, what the technique gains. None without a pair."""
+    seeds = sorted(baseline.keys() & ablated.keys(), key=str)
+    if not seeds:
+        return None
+    diffs = {s: 100.0 * (ablated[s] - baseline[s]) for s in seeds}
+    mean, half = t_interval(list(diffs.values()))
+    if half is None:
+        return Delta(mean, len(seeds), per_seed=diffs)
+    return Delta(mean, len(seeds), mean - half, mean + half, diffs)
+
+
+def arm_errors(study: Study, arm: str, error: str) -> dict[Any, float]:
+    """The test error (fraction) of each seed's run of ``arm``."""
+    return {seed: value for seed, run in study.by_arm(arm).items()
+            if (value := run.test_error(error)) is not None}
+
+
+def epochs_to_error(curve: list[tuple[int, float]], target: float = 0.25,
+                    start: float | None = None) -> float | None:
+    """The epoch at which a per-epoch training-error curve first reaches ``target`` (Fig. 1's
+    25%), interpolated linearly between the epochs on either side; None if it never does.
+    ``start`` is the error before training (chance), from which the first epoch is drawn."""
+    previous = (0, start) if start is not None else None
+    for epoch, value in curve:
+        if value <= target:
+            if previous is None or previous[1] is None or previous[1] <= value:
+                return float(epoch)
+            before, err_before = previous
+            return before + (err_before - target) / (err_before - value) * (epoch - before)
+        previous = (epoch, value)
+    return None

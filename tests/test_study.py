@@ -1,0 +1,232 @@
+"""The ablation study: the statistics against hand-computed answers, a real sweep at
+fast_dev_run scale and its report, re-running a sweep, and the refusals."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, TINY, compose_config, run_entry_point
+from omegaconf import OmegaConf
+
+from alexnet.report import load_claims
+from alexnet.study import epochs_to_error, load_study, paired_delta, t_interval
+
+# t(0.975, 2) = 4.302653: the 95% quantile of Student's t with 2 degrees of freedom.
+T_975_DF2 = 4.302652729911275
+
+
+def test_paired_delta_by_hand() -> None:
+    baseline = {1: 0.20, 2: 0.25, 3: 0.22, 4: 0.30}  # seed 4 has no ablated run: not paired
+    ablated = {1: 0.23, 2: 0.26, 3: 0.27, 5: 0.10}   # seed 5 has no baseline run
+    delta = paired_delta(baseline, ablated)
+    # Differences 3, 1, 5 points: mean 3, sample sd 2, half-width t * 2 / sqrt(3).
+    assert delta.n == 3
+    assert delta.per_seed == pytest.approx({1: 3.0, 2: 1.0, 3: 5.0})
+    assert delta.mean == pytest.approx(3.0)
+    half = T_975_DF2 * 2.0 / math.sqrt(3)
+    assert (delta.low, delta.high) == pytest.approx((3.0 - half, 3.0 + half))
+    assert delta.contains(7.9) and not delta.contains(8.0)
+
+
+def test_paired_delta_sign_is_ablation_minus_baseline() -> None:
+    delta = paired_delta({1: 0.30, 2: 0.30}, {1: 0.20, 2: 0.22})
+    assert delta.mean == pytest.approx(-9.0)  # the ablation did better: a negative gain
+
+
+def test_paired_delta_single_pair_and_none() -> None:
+    one = paired_delta({1: 0.2}, {1: 0.25})
+    assert one.n == 1 and one.mean == pytest.approx(5.0) and one.low is None
+    assert paired_delta({1: 0.2}, {2: 0.25}) is None
+
+
+def test_t_interval_by_hand() -> None:
+    mean, half = t_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    # sd = sqrt(2.5); t(0.975, 4) = 2.776445
+    assert mean == 3.0 and half == pytest.approx(2.7764451 * math.sqrt(2.5) / math.sqrt(5))
+    assert t_interval([4.0]) == (4.0, None)
+
+
+def test_epochs_to_error_interpolates() -> None:
+    assert epochs_to_error([(1, 0.5), (2, 0.3), (3, 0.2)]) == pytest.approx(2.5)
+    assert epochs_to_error([(1, 0.2)], start=0.9) == pytest.approx(0.65 / 0.7)
+    assert epochs_to_error([(1, 0.2)]) == 1.0
+    assert epochs_to_error([(1, 0.5), (2, 0.26)]) is None
+
+
+def test_claims_by_ablation() -> None:
+    claims = load_claims()
+    assert claims["no_lrn"]["delta_top1"] == 1.4 and claims["no_lrn"]["section"] == "3.3"
+    assert claims["tanh"]["speedup"] == 6.0
+
+
+def test_study_preset_sweeps_every_arm_over_its_seeds(tmp_path: Path) -> None:
+    cfg = compose_config("train", ["experiment=study_cpu"], tmp_path, tmp_path)
+    assert cfg.study.arms[0] == "none" and len(cfg.study.seeds) >= 3
+    assert cfg.skip_completed
+    arms = set(cfg.study.arms) - {"none"}
+    claims = load_claims()
+    assert arms <= set(claims), "every arm of the CPU study tests a claim of the paper"
+    for name in cfg.study.arms:  # every arm is an ablation config
+        assert (ROOT / "conf" / "ablation" / f"{name}.yaml").is_file()
+
+
+def test_wandb_groups_a_study_and_tags_its_arms(tmp_path: Path) -> None:
+    cfg = compose_config("train", ["experiment=study_cpu", "logger=wandb", "+ablation=no_lrn"],
+                         tmp_path, tmp_path)
+    from alexnet.ablation import applied_ablations
+    from alexnet.run import _tag_run
+
+    _tag_run(cfg, applied_ablations(cfg))
+    wandb = OmegaConf.to_container(cfg.logger.wandb, resolve=True)
+    assert wandb["group"] == "cpu" and wandb["offline"] is True
+    assert {"no_lrn", "seed=2012"} <= set(wandb["tags"])
+    plain = compose_config("train", ["logger=wandb"], tmp_path, tmp_path)
+    assert OmegaConf.to_container(plain.logger.wandb, resolve=True)["group"] is None
+
+
+STUDY = [
+    *(o for o in TINY if o != "~callbacks.progress_bar"),  # the study's callbacks have none
+    "experiment=study_cpu",
+    "study.arms=[none,no_lrn,plain_pool]",
+    "study.seeds=[1,2]",
+    "trainer.fast_dev_run=true",
+]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A real study: three arms (the baseline and two ablations) by two seeds, one multirun."""
+    tmp = tmp_path_factory.mktemp("study")
+    result = run_entry_point("train.py", ["-m", *STUDY], tmp, tmp / "data")
+    return tmp, result
+
+
+def _report(sweep_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "ablations" / "report.py"), str(sweep_dir)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_sweep_runs_every_arm_and_seed(sweep: tuple[Path, subprocess.CompletedProcess]) -> None:
+    tmp, result = sweep
+    assert result.returncode == 0, result.stderr[-2000:]
+    sweep_dir = tmp / "logs" / "study" / "cpu"
+    found = {}
+    for path in sweep_dir.rglob("summary.json"):
+        summary = json.loads(path.read_text())
+        found[(summary["arm"], summary["seed"])] = summary
+    assert set(found) == {(a, s) for a in ("none", "no_lrn", "plain_pool") for s in (1, 2)}
+    run = found[("no_lrn", 2)]
+    assert run["study"]["name"] == "cpu" and run["status"] == "completed"
+    assert {"no_lrn", "seed=2"} <= set(run["tags"])
+    assert (sweep_dir / "no_lrn" / "seed2" / "summary.json").is_file()
+
+
+def test_report_of_a_real_sweep(sweep: tuple[Path, subprocess.CompletedProcess]) -> None:
+    tmp, _ = sweep
+    sweep_dir = tmp / "logs" / "study" / "cpu"
+    result = _report(sweep_dir)
+    assert result.returncode == 0, result.stderr
+    text = (sweep_dir / "report.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines()
+            if line.startswith("| `")}
+    assert set(rows) == {"`no_lrn`", "`plain_pool`"}
+    assert "lrn (3.3)" in rows["`no_lrn`"] and "+1.4" in rows["`no_lrn`"]
+    assert "overlapping_pooling (3.4)" in rows["`plain_pool`"] and "+0.4" in rows["`plain_pool`"]
+    assert "| 2 |" in rows["`no_lrn`"]  # n: two seeds paired
+    assert "2 seeds (1, 2)" in text and "CPU" in text and "fast_dev_run" in text
+    png = (sweep_dir / "report.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+
+
+def test_rerun_completes_only_what_is_missing(
+    sweep: tuple[Path, subprocess.CompletedProcess],
+) -> None:
+    tmp, _ = sweep
+    sweep_dir = tmp / "logs" / "study" / "cpu"
+    (sweep_dir / "plain_pool" / "seed2" / "summary.json").unlink()  # as if killed mid-run
+    before = {p: p.stat().st_mtime_ns for p in sweep_dir.rglob("summary.json")}
+    result = run_entry_point("train.py", ["-m", *STUDY], tmp, tmp / "data")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.count("skipped:") == 5
+    after = {p: p.stat().st_mtime_ns for p in sweep_dir.rglob("summary.json")}
+    assert {p: after[p] for p in before} == before  # the finished runs were not repeated
+    assert (sweep_dir / "plain_pool" / "seed2" / "summary.json").is_file()
+
+
+def test_rerun_with_other_settings_is_refused(
+    sweep: tuple[Path, subprocess.CompletedProcess],
+) -> None:
+    tmp, _ = sweep
+    args = [*STUDY, "study.arms=[none]", "study.seeds=[1]", "data.batch_size=2"]
+    result = run_entry_point("train.py", ["-m", *args], tmp, tmp / "data")
+    assert result.returncode != 0
+    assert "holds a completed run of another configuration (differs in data.batch_size" in (
+        result.stderr)
+
+
+def _copy_sweep(sweep: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> Path:
+    sweep_dir = sweep[0] / "logs" / "study" / "cpu"
+    copied = tmp_path / "cpu"
+    shutil.copytree(sweep_dir, copied, ignore=shutil.ignore_patterns("*.ckpt"))
+    return copied
+
+
+def test_report_refuses_mixed_settings(
+    sweep: tuple[Path, subprocess.CompletedProcess], tmp_path: Path
+) -> None:
+    copied = _copy_sweep(sweep, tmp_path)
+    path = copied / "no_lrn" / "seed1" / "summary.json"
+    summary = json.loads(path.read_text())
+    summary["config"]["data"]["batch_size"] = 64
+    path.write_text(json.dumps(summary))
+    (copied / "report.md").unlink()
+    result = _report(copied)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: refusing to mix runs")
+    assert "data.batch_size=4 vs 64" in lines[0]
+    assert not (copied / "report.md").exists()
+
+
+def test_report_lists_missing_and_failed_runs(
+    sweep: tuple[Path, subprocess.CompletedProcess], tmp_path: Path
+) -> None:
+    copied = _copy_sweep(sweep, tmp_path)
+    (copied / "plain_pool" / "seed1" / "summary.json").unlink()
+    failed = copied / "no_lrn" / "seed2" / "summary.json"
+    summary = json.loads(failed.read_text())
+    summary.update(status="failed", error="RuntimeError: loss is nan")
+    failed.write_text(json.dumps(summary))
+    result = _report(copied)
+    assert result.returncode == 0 and "3 runs; " not in result.stdout
+    assert "warning: 2 expected runs" in result.stderr
+    text = (copied / "report.md").read_text()
+    assert "`plain_pool` seed 1: missing (no summary.json)" in text
+    assert "`no_lrn` seed 2: failed: RuntimeError: loss is nan" in text
+    study = load_study(copied)
+    assert len(study.runs) == 4
+    row = next(line for line in text.splitlines() if line.startswith("| `no_lrn`"))
+    assert "| 1 |" in row and "n = 1, no interval" in row
+
+
+def test_report_errors_are_one_line(tmp_path: Path) -> None:
+    for target in (tmp_path / "absent", tmp_path):
+        result = _report(target)
+        assert result.returncode == 2
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert result.stderr.startswith("error: ")
+
+
+def test_a_failing_run_does_not_stop_the_sweep(tmp_path: Path) -> None:
+    args = [*STUDY, "study.arms=[none]", "study.seeds=[1]", "seed=bad,1"]
+    result = run_entry_point("train.py", ["-m", *args], tmp_path, tmp_path / "data")
+    assert result.returncode != 0
+    assert "error: invalid configuration" in result.stderr
+    done = list((tmp_path / "logs" / "study" / "cpu").rglob("summary.json"))
+    assert [json.loads(p.read_text())["seed"] for p in done] == [1]
