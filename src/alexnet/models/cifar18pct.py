@@ -1,24 +1,24 @@
-"""The paper's small four-layer CIFAR-10 network: three conv layers and one FC layer.
+"""cuda-convnet's "18% on CIFAR-10" net with cross-map normalisation: three conv layers, one FC.
 
-The paper uses such a net twice: Fig. 1 (ReLU reaches 25% training error six times faster than
-tanh, Sec. 3.1) and the LRN claim on CIFAR-10 (13% test error without normalisation, 11% with,
-Sec. 3.3). It only points to cuda-convnet for the details; this follows cuda-convnet's
-"18% on CIFAR-10" layer file, at the default 32x32 input:
+This is ``example-layers/layers-18pct.cfg`` of the authors' cuda-convnet (with
+``layer-params-18pct.cfg``) except for its normalisation, at the default 32x32 input:
 
     conv1 32 5x5 pad 2 -> act -> max-pool 3/2 -> LRN      32 -> 16
     conv2 32 5x5 pad 2 -> act -> avg-pool 3/2 -> LRN      16 -> 8
     conv3 64 5x5 pad 2 -> act -> avg-pool 3/2              8 -> 4
     fc   num_classes from 64 x 4 x 4 = 1024
 
+The file's two normalisation layers are ``type=rnorm``: same-map normalisation over 3x3 spatial
+neighbourhoods (``size=3``, ``scale=0.00005``, ``pow=.75``). Here they are cross-map (the paper's
+kind, Sec. 3.3) with size 5, alpha 0.001, beta 0.75 in the ``"caffe"`` convention (k = 1, alpha
+divided by the size, as cuda-convnet's ``cmrnorm``), the defaults. The file's initialisation
+(initW 0.0001 for conv1, 0.01 elsewhere) and per-layer learning parameters (wc 0.004 on the conv
+layers, 1 on fc10) are not reproduced. It is not the paper's four-layer CIFAR-10 net: that is
+:class:`alexnet.models.CifarLocalNet` (the ``conv-local`` files).
+
 Pools use ceil mode, as cuda-convnet sizes its pooling outputs (32 -> 16, not 15); a window that
 hangs over the edge averages only the pixels inside the image.
-
-The LRN here is the paper's cross-channel normalisation (Sec. 3.3). cuda-convnet's 18% file
-normalises over 3x3 spatial neighbourhoods instead; its CIFAR-10 net with cross-map
-normalisation (the "11%" file) uses size 5, alpha 0.001, beta 0.75 with cuda-convnet's
-convention (k = 1, alpha divided by the size), which are the defaults here.
 """
-
 import math
 
 from torch import Tensor, nn
@@ -42,7 +42,7 @@ def _pool_out(size: int) -> int:
     return out
 
 
-def cifar_feature_sizes(crop_size: int) -> list[int]:
+def cifar18pct_feature_sizes(crop_size: int) -> list[int]:
     """Spatial sizes after [conv1, pool1, conv2, pool2, conv3, pool3]; 32 -> 32, 16, 16, 8, 8, 4.
 
     Raises ValueError when the crop is too small to leave a 1x1 map after pool3.
@@ -64,8 +64,8 @@ def _sizes(crop_size: int) -> list[int]:
     return [crop_size, pool1, pool1, pool2, pool2, pool3]
 
 
-class CifarConvNet(nn.Module):
-    """Three 5x5 conv layers and one FC layer for 32x32 images (Sec. 3.1 and 3.3 experiments).
+class Cifar18pct(nn.Module):
+    """cuda-convnet's layers-18pct.cfg with cross-map instead of its 3x3 same-map normalisation.
 
     Input: (B, 3, crop_size, crop_size) float. Output: logits (B, num_classes).
     At 10 classes and 32x32 it has 89,578 parameters.
@@ -73,7 +73,7 @@ class CifarConvNet(nn.Module):
     Args:
         num_classes: size of the output layer (>= 2).
         activation: "relu" or "tanh" (Fig. 1), after each conv layer.
-        lrn: cross-channel LRN after pool1 and pool2 (the 11% vs 13% claim, Sec. 3.3).
+        lrn: cross-channel LRN after pool1 and pool2 (where the file normalises).
         lrn_convention, lrn_size, lrn_alpha, lrn_beta, lrn_k: see :class:`LocalResponseNorm`.
         init: "default" (PyTorch's) or "paper" (weights N(0, 0.01^2), biases 0).
         crop_size: input height and width (>= 12); the FC input size follows from it.
@@ -85,7 +85,7 @@ class CifarConvNet(nn.Module):
         *,
         activation: str = "relu",
         lrn: bool = True,
-        lrn_convention: str = "cuda_convnet",
+        lrn_convention: str = "caffe",
         lrn_size: int = 5,
         lrn_alpha: float = 1e-3,
         lrn_beta: float = 0.75,
@@ -101,7 +101,7 @@ class CifarConvNet(nn.Module):
         check_lrn_convention(lrn_convention)
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
-        final = cifar_feature_sizes(crop_size)[-1]  # raises if the crop is too small
+        final = cifar18pct_feature_sizes(crop_size)[-1]  # raises if the crop is too small
 
         self.num_classes = num_classes
         self.crop_size = crop_size
@@ -141,4 +141,4 @@ class CifarConvNet(nn.Module):
         return self.fc(x.flatten(1))
 
 
-__all__ = ["CifarConvNet", "cifar_feature_sizes"]
+__all__ = ["Cifar18pct", "cifar18pct_feature_sizes"]

@@ -1,0 +1,589 @@
+"""The CIFAR-10 nets: the locally connected layer against a loop, the paper's four-layer nets
+against cuda-convnet's conv-local layer files, their per-layer learning parameters, configs and
+recipes, and cuda-convnet's 18% net under its own name."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import CONF, compose_config, run_entry_point
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from alexnet.models import (
+    Cifar18pct,
+    CifarLocalNet,
+    LocallyConnected2d,
+    LocalResponseNorm,
+    cifar18pct_feature_sizes,
+    cifar_local_sizes,
+)
+from alexnet.models.cifar_local import INIT_STD, LAYERS
+from alexnet.optim import paper_sgd
+from alexnet.run import train
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def output_shapes(model: nn.Module, x: Tensor, names: list[str]) -> tuple[Tensor, dict]:
+    """The model's output and the output shape of each named submodule."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    handles = [
+        getattr(model, name).register_forward_hook(
+            lambda _m, _i, out, name=name: shapes.__setitem__(name, tuple(out.shape))
+        )
+        for name in names
+    ]
+    try:
+        with torch.no_grad():
+            out = model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return out, shapes
+
+
+# --- LocallyConnected2d against a loop -----------------------------------------------------------
+
+
+def local_loop(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int],
+               padding: tuple[int, int]) -> Tensor:
+    """cuda-convnet's ``type=local`` written out: at output position (i, j), the filter bank
+    weight[i, j] (O, C, kh, kw) applied to the zero-padded window starting at (i*sh, j*sw)."""
+    oh, ow, _, _, kh, kw = weight.shape
+    sh, sw = stride
+    padded = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
+    out = torch.zeros(x.shape[0], weight.shape[2], oh, ow, dtype=x.dtype)
+    for i in range(oh):
+        for j in range(ow):
+            window = padded[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw]
+            value = (window[:, None] * weight[i, j][None]).sum(dim=(2, 3, 4))
+            out[:, :, i, j] = value + (0 if bias is None else bias[:, i, j])
+    return out
+
+
+LOCAL_CASES = [
+    # (in_channels, out_channels, in_size, kernel, stride, padding, bias)
+    (4, 5, 6, 3, 1, 1, True),         # the CIFAR nets' local3 / local4 geometry
+    (3, 2, (7, 5), (3, 2), 2, 0, True),
+    (2, 3, 5, 2, (2, 1), (1, 0), False),
+    (1, 1, 4, 4, 1, 0, True),         # one position: a fully connected layer
+]
+
+
+@pytest.mark.parametrize(("cin", "cout", "size", "kernel", "stride", "padding", "bias"),
+                         LOCAL_CASES)
+def test_locally_connected_matches_the_loop(cin, cout, size, kernel, stride, padding,
+                                            bias) -> None:
+    torch.manual_seed(0)
+    layer = LocallyConnected2d(cin, cout, size, kernel, stride, padding, bias).double()
+    with torch.no_grad():  # bias draws of their own, so that a bias mix-up shows
+        if layer.bias is not None:
+            layer.bias.normal_()
+    h, w = layer.in_size
+    x = torch.randn(3, cin, h, w, dtype=torch.float64, requires_grad=True)
+    out = layer(x)
+    ref_x = x.detach().clone().requires_grad_(True)
+    ref_w = layer.weight.detach().clone().requires_grad_(True)
+    ref_b = None if layer.bias is None else layer.bias.detach().clone().requires_grad_(True)
+    ref = local_loop(ref_x, ref_w, ref_b, layer.stride, layer.padding)
+    assert out.shape == ref.shape == (3, cout, *layer.out_size)
+    torch.testing.assert_close(out, ref)
+
+    upstream = torch.randn_like(out)
+    out.backward(upstream)
+    ref.backward(upstream)
+    torch.testing.assert_close(x.grad, ref_x.grad)
+    torch.testing.assert_close(layer.weight.grad, ref_w.grad)
+    if layer.bias is not None:
+        torch.testing.assert_close(layer.bias.grad, ref_b.grad)
+
+
+def test_locally_connected_weights_are_unshared() -> None:
+    torch.manual_seed(0)
+    layer = LocallyConnected2d(3, 4, 6, 3, padding=1).double()
+    conv = nn.Conv2d(3, 4, 3, padding=1).double()
+    # Every position holding the same filter bank and bias is a convolution.
+    with torch.no_grad():
+        layer.weight.copy_(conv.weight.expand_as(layer.weight))
+        layer.bias.copy_(conv.bias[:, None, None].expand_as(layer.bias))
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    torch.testing.assert_close(layer(x), conv(x))
+    # Changing one position's filters changes that position's outputs and nothing else.
+    before = layer(x)
+    with torch.no_grad():
+        layer.weight[2, 4].add_(1.0)
+    changed = (layer(x) - before).abs().sum(dim=(0, 1)) > 0
+    assert changed[2, 4] and changed.sum() == 1
+
+
+def test_locally_connected_parameters_and_errors() -> None:
+    layer = LocallyConnected2d(64, 32, 6, 3, padding=1)
+    # One (32, 64, 3, 3) bank and 32 biases for each of the 6 x 6 positions.
+    assert tuple(layer.weight.shape) == (6, 6, 32, 64, 3, 3)
+    assert tuple(layer.bias.shape) == (32, 6, 6)
+    assert n_params(layer) == 36 * (32 * 64 * 9 + 32)
+    bound = 1 / (64 * 9) ** 0.5  # PyTorch's convolution default for the same fan-in
+    assert layer.weight.abs().max() <= bound and layer.weight.abs().max() > 0.9 * bound
+    with pytest.raises(ValueError, match=r"expected input \(B, 64, 6, 6\)"):
+        layer(torch.zeros(1, 64, 7, 7))
+    with pytest.raises(ValueError, match="does not fit"):
+        LocallyConnected2d(1, 1, 2, 3)
+    with pytest.raises(ValueError, match="kernel_size"):
+        LocallyConnected2d(1, 1, 4, 0)
+
+
+# --- the conv-local nets against cuda-convnet's layer files --------------------------------------
+
+# The layer chains of cuda-convnet's example-layers/layers-conv-local-11pct.cfg (r550) and
+# layers-conv-local-13pct.cfg (r456), section by section: (name, type, inputs, settings).
+LAYERS_11PCT = [
+    ("conv1", "conv", "data", {"filters": 64, "padding": 2, "filterSize": 5, "initW": 0.0001}),
+    ("pool1", "pool", "conv1", {"sizeX": 3, "stride": 2}),
+    ("rnorm1", "cmrnorm", "pool1", {"size": 9}),
+    ("conv2", "conv", "rnorm1", {"filters": 64, "padding": 2, "filterSize": 5, "initW": 0.01}),
+    ("rnorm2", "cmrnorm", "conv2", {"size": 9}),
+    ("pool2", "pool", "rnorm2", {"sizeX": 3, "stride": 2}),
+    ("local3", "local", "pool2", {"filters": 64, "padding": 1, "filterSize": 3, "initW": 0.04}),
+    ("local4", "local", "local3", {"filters": 32, "padding": 1, "filterSize": 3, "initW": 0.04}),
+    ("fc10", "fc", "local4", {"outputs": 10, "initW": 0.01}),
+]
+LAYERS_13PCT = [
+    ("conv1", "conv", "data", {"filters": 64, "padding": 2, "filterSize": 5, "initW": 0.0001}),
+    ("pool1", "pool", "conv1", {"sizeX": 3, "stride": 2}),
+    ("conv2", "conv", "pool1", {"filters": 64, "padding": 2, "filterSize": 5, "initW": 0.01}),
+    ("pool2", "pool", "conv2", {"sizeX": 3, "stride": 2}),
+    ("local3", "local", "pool2", {"filters": 32, "padding": 1, "filterSize": 3, "initW": 0.04}),
+    ("local4", "local", "local3", {"filters": 32, "padding": 1, "filterSize": 3, "initW": 0.04}),
+    ("fc10", "fc", "local4", {"outputs": 10, "initW": 0.01}),
+]
+# layer-params-conv-local-{11,13}pct.cfg: every layer epsW=0.001, epsB=0.002, momW=momB=0.9;
+# wc per layer; the 11pct file's [rnorm1] / [rnorm2] scale=0.001, pow=0.75.
+EPS_W, EPS_B, MOMENTUM = 0.001, 0.002, 0.9
+WC_11PCT = {"conv1": 0.0, "conv2": 0.0, "local3": 0.004, "local4": 0.004, "fc10": 0.01}
+WC_13PCT = {"conv1": 0.0, "conv2": 0.0, "local3": 0.004, "local4": 0.004, "fc10": 0.004}
+RNORM_SCALE, RNORM_POW = 0.001, 0.75
+
+
+def net_11pct(**kwargs) -> CifarLocalNet:
+    return CifarLocalNet(**kwargs)
+
+
+def net_13pct(**kwargs) -> CifarLocalNet:
+    return CifarLocalNet(lrn=False, local3_filters=32, weight_decay=WC_13PCT, **kwargs)
+
+
+def cmrnorm_reference(a: Tensor, size: int, scale: float, pow_: float) -> Tensor:
+    """cuda-convnet v1's cross-map response normalisation (type=cmrnorm): layer.py divides scale
+    by size; conv_util.cu (kFCNorm) sums the squares of maps -size/2 + f .. that + size - 1,
+    clipped to the layer, and outputs a * (1 + addScale * sum)^(-pow)."""
+    add_scale = scale / size
+    maps = a.shape[1]
+    out = []
+    for f in range(maps):
+        start = f - size // 2
+        total = sum(a[:, j] ** 2 for j in range(max(0, start), min(maps, start + size)))
+        out.append(a[:, f] * (1 + add_scale * total) ** -pow_)
+    return torch.stack(out, dim=1)
+
+
+def pool_reference(a: Tensor, size: int, stride: int) -> Tensor:
+    """cuda-convnet's max pooling with start=0, outputsX=0: ceil((in - size) / stride) + 1
+    outputs per side (layer.py, PoolLayerParser), each the max of its window clipped to the
+    input."""
+    n = a.shape[-1]
+    outs = -(-(n - size) // stride) + 1
+    rows = []
+    for i in range(outs):
+        cols = []
+        for j in range(outs):
+            rows_in = slice(i * stride, min(n, i * stride + size))
+            cols_in = slice(j * stride, min(n, j * stride + size))
+            window = a[..., rows_in, cols_in]
+            cols.append(window.amax(dim=(-2, -1)))
+        rows.append(torch.stack(cols, dim=-1))
+    return torch.stack(rows, dim=-2)
+
+
+def cfg_forward(net: CifarLocalNet, chain: list, x: Tensor) -> Tensor:
+    """Run ``net``'s own layers in the order and wiring of a layer file: each section reads the
+    section its ``inputs`` names; ``neuron=relu`` on conv and local layers; norms computed from
+    the cmrnorm formula, not from the net's LRN module."""
+    acts = {"data": x}
+    for name, kind, source, settings in chain:
+        a = acts[source]
+        if kind == "conv":
+            acts[name] = F.relu(getattr(net, name)(a))
+        elif kind == "local":
+            acts[name] = F.relu(getattr(net, name)(a))
+        elif kind == "pool":
+            acts[name] = pool_reference(a, settings["sizeX"], settings["stride"])
+        elif kind == "cmrnorm":
+            acts[name] = cmrnorm_reference(a, settings["size"], RNORM_SCALE, RNORM_POW)
+        elif kind == "fc":
+            acts[name] = net.fc10(a.flatten(1))
+    return acts[chain[-1][0]]
+
+
+@pytest.mark.parametrize(("make", "chain"), [(net_11pct, LAYERS_11PCT), (net_13pct, LAYERS_13PCT)])
+def test_layer_order_is_the_files(make, chain) -> None:
+    torch.manual_seed(0)
+    net = make(init="default").double().eval()
+    # Inputs large enough for the normalisation to matter (the files' raw 0-255 pixels).
+    x = 60 * torch.randn(2, 3, 24, 24, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), cfg_forward(net, chain, x))
+        # and the normalisation does matter here: without it the outputs differ
+        if any(kind == "cmrnorm" for _, kind, _, _ in chain):
+            plain = [(n, k, s.replace("rnorm1", "pool1").replace("rnorm2", "conv2"), c)
+                     for n, k, s, c in chain if k != "cmrnorm"]
+            assert not torch.allclose(net(x), cfg_forward(net, plain, x))
+
+
+def test_shapes_at_24_and_32() -> None:
+    names = ["conv1", "pool1", "norm1", "conv2", "norm2", "pool2", "local3", "local4"]
+    out, shapes = output_shapes(net_11pct().eval(), torch.randn(2, 3, 24, 24), names)
+    assert out.shape == (2, 10)
+    # cuda-convnet's pooling: outputsX = ceil((24 - 3) / 2) + 1 = 12, then ceil(9 / 2) + 1 = 6.
+    assert [shapes[n][2] for n in names] == [24, 12, 12, 12, 12, 6, 6, 6]
+    assert [shapes[n][1] for n in names] == [64, 64, 64, 64, 64, 64, 64, 32]
+    assert cifar_local_sizes(24) == [24, 12, 12, 6, 6, 6]
+    assert cifar_local_sizes(32) == [32, 16, 16, 8, 8, 8]
+    assert cifar_local_sizes(6)[-1] == 1
+    with torch.no_grad():
+        assert net_13pct(crop_size=32, num_classes=7)(torch.randn(2, 3, 32, 32)).shape == (2, 7)
+    with pytest.raises(ValueError, match=">= 6"):
+        CifarLocalNet(crop_size=5)
+
+
+def test_parameter_counts_are_the_files() -> None:
+    # At 24 x 24 every local layer has 6 x 6 = 36 positions, each with its own filters and biases.
+    conv1 = 64 * 3 * 5 * 5 + 64          # 4,864 (sharedBiases=1: one bias per filter)
+    conv2 = 64 * 64 * 5 * 5 + 64         # 102,464
+    fc10 = 32 * 6 * 6 * 10 + 10          # 11,530
+    # 11pct: local3 64 filters on 64 maps, local4 32 filters on local3's 64 maps.
+    local3_11 = 36 * (64 * 64 * 3 * 3) + 36 * 64   # 1,327,104 + 2,304 = 1,329,408
+    local4_11 = 36 * (32 * 64 * 3 * 3) + 36 * 32   # 663,552 + 1,152 = 664,704
+    # 13pct: local3 32 filters on 64 maps, local4 32 filters on local3's 32 maps.
+    local3_13 = 36 * (32 * 64 * 3 * 3) + 36 * 32   # 664,704
+    local4_13 = 36 * (32 * 32 * 3 * 3) + 36 * 32   # 331,776 + 1,152 = 332,928
+    assert conv1 + conv2 + local3_11 + local4_11 + fc10 == 2_112_970
+    assert conv1 + conv2 + local3_13 + local4_13 + fc10 == 1_116_490
+
+    for net, local3, local4 in ((net_11pct(), local3_11, local4_11),
+                                (net_13pct(), local3_13, local4_13)):
+        per_layer = {name: n_params(getattr(net, name)) for name in LAYERS}
+        assert per_layer == {"conv1": conv1, "conv2": conv2, "local3": local3,
+                             "local4": local4, "fc10": fc10}
+        assert n_params(net) == sum(per_layer.values())  # the norms and pools have none
+    assert n_params(net_11pct()) == 2_112_970
+    assert n_params(net_13pct()) == 1_116_490
+    # lrn switches the norms alone: the same parameters either way.
+    assert n_params(CifarLocalNet(lrn=False)) == 2_112_970
+
+
+def test_normalisation_is_cuda_convnets_cmrnorm() -> None:
+    net = net_11pct()
+    for norm in (net.norm1, net.norm2):
+        assert isinstance(norm, LocalResponseNorm)
+        # 1 + (scale / size) * sum: k = 1 and alpha / n, whatever the convention's name.
+        assert (norm.size, norm.k, norm.beta) == (9, 1.0, RNORM_POW)
+        assert norm.effective_alpha == pytest.approx(RNORM_SCALE / 9)
+    torch.manual_seed(0)
+    a = 30 * torch.randn(2, 64, 5, 5, dtype=torch.float64).relu()
+    torch.testing.assert_close(net.norm1(a), cmrnorm_reference(a, 9, RNORM_SCALE, RNORM_POW))
+    assert not any(isinstance(m, LocalResponseNorm) for m in net_13pct().modules())
+
+
+def test_initialisation_is_the_files_initw() -> None:
+    torch.manual_seed(0)
+    net = net_11pct()
+    for name in LAYERS:
+        layer = getattr(net, name)
+        assert torch.all(layer.bias == 0)
+        assert layer.weight.mean().abs() < 0.1 * INIT_STD[name]
+        assert layer.weight.std().item() == pytest.approx(INIT_STD[name], rel=0.05)
+    assert INIT_STD == {name: settings["initW"] for name, _, _, settings in LAYERS_11PCT
+                        if "initW" in settings}
+    default = net_11pct(init="default")
+    assert default.conv1.weight.std().item() > 10 * INIT_STD["conv1"]
+    assert default.local3.bias.abs().sum() > 0
+
+
+def test_activation_switch() -> None:
+    tanh = net_11pct(activation="tanh")
+    assert sum(isinstance(m, nn.Tanh) for m in tanh.modules()) == 4  # conv1, conv2, local3, 4
+    assert not any(isinstance(m, nn.ReLU) for m in tanh.modules())
+    assert sum(isinstance(m, nn.ReLU) for m in net_11pct().modules()) == 4
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_classes": 1}, ">= 2"),
+        ({"activation": "sigmoid"}, r"\('relu', 'tanh'\)"),
+        ({"lrn_convention": "x"}, "lrn convention must be one of"),
+        ({"init": "paper"}, r"\('cuda_convnet', 'default'\)"),
+        ({"weight_decay": {"conv1": 0.0}}, "weight_decay must give each of"),
+        ({"weight_decay": {**WC_11PCT, "fc10": -1.0}}, ">= 0"),
+        ({"local3_filters": 0}, ">= 1"),
+    ],
+)
+def test_invalid_values(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        CifarLocalNet(**kwargs)
+
+
+# --- per-layer learning rates and weight decays (the layer-params files) -------------------------
+
+
+@pytest.mark.parametrize(("make", "wc"), [(net_11pct, WC_11PCT), (net_13pct, WC_13PCT)])
+def test_param_groups_are_the_layer_params_files(make, wc) -> None:
+    net = make()
+    groups = net.param_groups()
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in net.parameters())  # each exactly once
+    by_name = {g["name"]: g for g in groups}
+    for layer in LAYERS:
+        weight, bias = by_name[f"{layer}.weight"], by_name[f"{layer}.bias"]
+        assert weight["params"] == [getattr(net, layer).weight]
+        assert bias["params"] == [getattr(net, layer).bias]
+        assert EPS_W * weight["lr_mult"] == pytest.approx(EPS_W)
+        assert EPS_W * bias["lr_mult"] == pytest.approx(EPS_B)
+        assert (weight["weight_decay"], bias["weight_decay"]) == (wc[layer], 0.0)
+
+    # Through the optimizer builder, at the recipes' optimizer.lr = epsW.
+    optimizer = paper_sgd(net, lr=EPS_W, momentum=MOMENTUM, weight_decay=5e-4)
+    built = {g["name"]: g for g in optimizer.param_groups}
+    for layer in LAYERS:
+        assert built[f"{layer}.weight"]["lr"] == pytest.approx(EPS_W)
+        assert built[f"{layer}.bias"]["lr"] == pytest.approx(EPS_B)
+        assert built[f"{layer}.weight"]["weight_decay"] == wc[layer]
+        assert built[f"{layer}.bias"]["weight_decay"] == 0.0
+    # optimizer.weight_decay = 0 (+ablation=no_weight_decay) switches every layer's decay off.
+    off = paper_sgd(net, lr=EPS_W, momentum=MOMENTUM, weight_decay=0.0)
+    assert all(g["weight_decay"] == 0.0 for g in off.param_groups)
+
+
+def test_updates_are_cuda_convnets() -> None:
+    """Two steps of the built optimizer against weights.cuh's Weights::update, written out:
+    inc = mom * inc + (eps / batch) * (minus the summed gradient) - wc * eps * w; w += inc."""
+    torch.manual_seed(0)
+    net = net_11pct(crop_size=6).double()
+    optimizer = paper_sgd(net, lr=EPS_W, momentum=MOMENTUM, weight_decay=5e-4)
+    eps = {"weight": EPS_W, "bias": EPS_B}
+    x, y = torch.randn(4, 3, 6, 6, dtype=torch.float64), torch.tensor([0, 1, 2, 3])
+    expected = {name: p.detach().clone() for name, p in net.named_parameters()}
+    inc = {name: torch.zeros_like(p) for name, p in expected.items()}
+    for _ in range(2):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(net(x), y, reduction="sum")  # cuda-convnet sums over the batch
+        (loss / len(x)).backward()  # the mean, as the training module's loss
+        for name, p in net.named_parameters():
+            layer, kind = name.split(".")
+            wc = WC_11PCT[layer] if kind == "weight" else 0.0
+            grad_sum = p.grad * len(x)
+            inc[name] = (MOMENTUM * inc[name] - eps[kind] / len(x) * grad_sum
+                         - wc * eps[kind] * expected[name])
+            expected[name] = expected[name] + inc[name]
+        optimizer.step()
+        for name, p in net.named_parameters():
+            torch.testing.assert_close(p.detach(), expected[name])
+
+
+# --- configs and recipes --------------------------------------------------------------------------
+
+
+def _compose(tmp_path: Path, *overrides: str):
+    return compose_config("train", list(overrides), tmp_path, tmp_path)
+
+
+def test_model_configs_build_the_files_nets(tmp_path: Path) -> None:
+    for name, make in (("cifar_11pct", net_11pct), ("cifar_13pct", net_13pct)):
+        cfg = _compose(tmp_path, "experiment=none", "data=cifar10", f"model={name}")
+        net = instantiate(cfg.model, num_classes=10)
+        reference = make()
+        assert type(net) is CifarLocalNet
+        assert n_params(net) == n_params(reference)
+        assert [type(m) for m in net.modules()] == [type(m) for m in reference.modules()]
+        assert net.weight_decay == reference.weight_decay and net.bias_lr_mult == 2.0
+        norms = [m for m in net.modules() if isinstance(m, LocalResponseNorm)]
+        assert all((m.k, m.effective_alpha) == (1.0, pytest.approx(1e-3 / 9)) for m in norms)
+
+
+def test_no_lrn_and_tanh_ablations_on_the_11pct_net(tmp_path: Path) -> None:
+    base = _compose(tmp_path, "experiment=cifar10_11pct")
+    no_lrn = _compose(tmp_path, "experiment=cifar10_11pct", "+ablation=no_lrn")
+    assert no_lrn.model.lrn is False and base.model.lrn is True
+    net = instantiate(no_lrn.model, num_classes=10)
+    assert not any(isinstance(m, LocalResponseNorm) for m in net.modules())
+    # Only the normalisation goes: local3 keeps the 11pct file's 64 filters.
+    assert net.local3.out_channels == 64 and n_params(net) == 2_112_970
+    tanh = instantiate(_compose(tmp_path, "experiment=cifar10_11pct", "+ablation=tanh").model,
+                       num_classes=10)
+    assert sum(isinstance(m, nn.Tanh) for m in tanh.modules()) == 4
+
+
+def _model_switches(ablation: str) -> set[str]:
+    declared = yaml.safe_load((CONF / "ablation" / f"{ablation}.yaml").read_text())
+    return {key.split(".", 1)[1] for entry in declared["ablations"].values()
+            for key in entry["changes"] if key.startswith("model.")}
+
+
+ABLATION_FILES = sorted(p.stem for p in (CONF / "ablation").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("ablation", ABLATION_FILES)
+def test_every_ablation_builds_or_names_the_missing_switch(ablation: str, tmp_path: Path) -> None:
+    """An ablation of a switch the CIFAR-10 nets do not have (AlexNet's columns, pooling, dropout,
+    middle conv) stops at instantiation with the switch's name; the others build."""
+    accepted = set(inspect.signature(CifarLocalNet).parameters)
+    missing = _model_switches(ablation) - accepted
+    cfg = _compose(tmp_path, "experiment=cifar10_11pct", f"+ablation={ablation}")
+    if missing:
+        with pytest.raises((InstantiationException, TypeError)) as err:
+            instantiate(cfg.model, num_classes=10)
+        assert any(key in str(err.value) for key in missing)
+    else:
+        assert isinstance(instantiate(cfg.model, num_classes=10), CifarLocalNet)
+
+
+def test_an_alexnet_only_ablation_is_a_one_line_error(tmp_path: Path, data_dir: Path) -> None:
+    result = run_entry_point(
+        "train.py", ["experiment=cifar_11pct_synthetic", "+ablation=one_gpu",
+                     "data.train_per_class=2", "data.val_per_class=1"], tmp_path, data_dir)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "error:" in result.stderr and "columns" in result.stderr
+    assert not list((tmp_path / "logs").rglob("summary.json"))
+
+
+def test_the_recipes_are_the_layer_params_files(tmp_path: Path) -> None:
+    for name, model in (("cifar10_11pct", "cifar_11pct"), ("cifar10_13pct", "cifar_13pct")):
+        cfg = _compose(tmp_path, f"experiment={name}")
+        assert cfg.model._target_ == "alexnet.models.CifarLocalNet"
+        assert cfg.data._target_.endswith("PreparedDataModule") and cfg.data.source == "cifar10"
+        assert (cfg.data.image_size, cfg.data.crop_size, cfg.data.batch_size) == (32, 24, 128)
+        assert cfg.data.crop and cfg.data.flip and not cfg.data.pca_jitter
+        assert cfg.data.mean == "image" and cfg.data.scale == 1.0
+        assert cfg.optimizer._target_ == "alexnet.optim.paper_sgd"
+        assert (cfg.optimizer.lr, cfg.optimizer.momentum) == (EPS_W, MOMENTUM)
+        assert cfg.optimizer.weight_decay > 0  # 0 would switch the files' wc off
+        assert cfg.scheduler._target_ == "torch.optim.lr_scheduler.MultiStepLR"
+        assert (list(cfg.scheduler.milestones), cfg.scheduler.gamma) == ([500, 510], 0.1)
+        assert cfg.trainer.max_epochs == 520
+        assert model in cfg.tags
+    assert dict(_compose(tmp_path, "experiment=cifar10_13pct").model.weight_decay) == WC_13PCT
+    assert dict(_compose(tmp_path, "experiment=cifar10_11pct").model.weight_decay) == WC_11PCT
+
+
+def test_the_schedule_lowers_the_rates_as_the_file(tmp_path: Path) -> None:
+    cfg = _compose(tmp_path, "experiment=cifar10_11pct")
+    optimizer = instantiate(cfg.optimizer)(net_11pct(crop_size=6))
+    scheduler = instantiate(cfg.scheduler)(optimizer)
+    rates = []
+    for _ in range(cfg.trainer.max_epochs):
+        rates.append({g["name"]: g["lr"] for g in optimizer.param_groups})
+        optimizer.step()
+        scheduler.step()
+    for epoch, factor in ((0, 1.0), (499, 1.0), (500, 0.1), (509, 0.1), (510, 0.01), (519, 0.01)):
+        assert rates[epoch]["conv1.weight"] == pytest.approx(EPS_W * factor)
+        assert rates[epoch]["fc10.bias"] == pytest.approx(EPS_B * factor)
+
+
+def test_the_11pct_net_trains_on_small_builtin_images(tmp_path: Path, data_dir: Path) -> None:
+    cfg = compose_config(
+        "train",
+        ["experiment=cifar_11pct_synthetic", "data.train_per_class=2", "data.val_per_class=1",
+         "data.batch_size=4", "data.num_workers=0", "trainer.fast_dev_run=true",
+         "~callbacks.progress_bar", "trainer.enable_progress_bar=false"],
+        tmp_path, data_dir,
+    )
+    summary = train(cfg)
+    assert summary["config"]["model"]["_target_"] == "alexnet.models.CifarLocalNet"
+    assert (summary["config"]["data"]["image_size"], summary["config"]["data"]["crop_size"]) == (
+        32, 24,
+    )  # fmt: skip
+    assert summary["num_params"] == 2_112_970
+
+
+# --- cuda-convnet's 18% net, under its own name ---------------------------------------------------
+
+
+def test_cifar18pct_forward_and_sizes() -> None:
+    torch.manual_seed(0)
+    names = ["conv1", "pool1", "conv2", "pool2", "conv3", "pool3"]
+    out, shapes = output_shapes(Cifar18pct().eval(), torch.randn(2, 3, 32, 32), names)
+    assert out.shape == (2, 10)
+    assert [shapes[n][2] for n in names] == cifar18pct_feature_sizes(32) == [32, 16, 16, 8, 8, 4]
+    assert [shapes[n][1] for n in names] == [32, 32, 32, 32, 64, 64]
+
+
+def test_cifar18pct_parameter_count() -> None:
+    # layers-18pct.cfg: conv1 32*3*5*5 + 32 = 2,432; conv2 32*32*5*5 + 32 = 25,632;
+    # conv3 64*32*5*5 + 64 = 51,264; fc10 (64*4*4)*10 + 10 = 10,250. Total 89,578.
+    assert n_params(Cifar18pct()) == 89_578
+    assert Cifar18pct().fc.in_features == 1024
+
+
+def test_cifar18pct_switches() -> None:
+    tanh = Cifar18pct(activation="tanh")
+    assert sum(isinstance(m, nn.Tanh) for m in tanh.modules()) == 3
+    assert not any(isinstance(m, nn.ReLU) for m in tanh.modules())
+    assert not any(isinstance(m, LocalResponseNorm) for m in Cifar18pct(lrn=False).modules())
+    norm = Cifar18pct().norm1
+    # Cross-map in place of the file's same-map rnorm: k = 1 with alpha / n (cuda-convnet's).
+    assert (norm.size, norm.alpha, norm.k, norm.convention) == (5, 1e-3, 1.0, "caffe")
+    assert norm.effective_alpha == pytest.approx(1e-3 / 5)
+    paper_lrn = Cifar18pct(lrn_convention="paper", lrn_size=3, lrn_alpha=1e-4)
+    assert (paper_lrn.norm2.size, paper_lrn.norm2.k, paper_lrn.norm2.effective_alpha) == (
+        3, 2.0, 1e-4,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    paper = Cifar18pct(init="paper")
+    for layer in (paper.conv1, paper.conv2, paper.conv3, paper.fc):
+        assert torch.all(layer.bias == 0.0)
+    assert abs(paper.conv3.weight.std().item() - 0.01) < 0.001
+    assert abs(Cifar18pct(init="default").conv1.weight.std().item() - 0.01) > 0.01
+    with torch.no_grad():
+        assert Cifar18pct(crop_size=24, num_classes=5)(torch.randn(2, 3, 24, 24)).shape == (2, 5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_classes": 1}, ">= 2"),
+        ({"activation": "sigmoid"}, r"\('relu', 'tanh'\)"),
+        ({"lrn_convention": "x"}, "lrn convention must be one of"),
+        ({"init": "paper2"}, r"\('default', 'paper'\)"),
+        ({"crop_size": 11}, ">= 12"),
+    ],
+)
+def test_cifar18pct_invalid_values(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Cifar18pct(**kwargs)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_cifar18pct_on_small_builtin_images(activation: str, tmp_path: Path,
+                                            data_dir: Path) -> None:
+    cfg = compose_config(
+        "train",
+        ["experiment=cifar18pct_synthetic", f"model.activation={activation}",
+         "data.train_per_class=2", "data.val_per_class=1", "data.batch_size=4",
+         "data.num_workers=0", "trainer.fast_dev_run=true", "~callbacks.progress_bar",
+         "trainer.enable_progress_bar=false"],
+        tmp_path, data_dir,
+    )
+    summary = train(cfg)
+    assert summary["config"]["model"]["_target_"] == "alexnet.models.Cifar18pct"
+    assert summary["config"]["data"]["image_size"] == 32
+    assert summary["num_params"] == 89_578
