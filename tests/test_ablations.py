@@ -7,18 +7,23 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from conftest import ROOT, TINY, compose_config
+from conftest import TINY, compose_config
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from test_cli import ABLATIONS
 from torch import nn
 
 from alexnet.ablation import applied_ablations
+from alexnet.claims import load_claims
 from alexnet.models import LocalResponseNorm
 from alexnet.run import train
 
-CLAIMS = yaml.safe_load((ROOT / "ablations" / "claims.yaml").read_text())
+CLAIMS = load_claims()  # the claims only: claims.yaml's `headline` is not one
+# Overrides a baseline needs before an ablation changes anything (no_ten_crop: experiment=paper,
+# the only one with the 10-patch test), from the claim the ablation tests.
+BASELINES = {claim["ablation"]: claim.get("baseline", []) for claim in CLAIMS.values()}
+# The LRN conventions of the authors' code and of Caffe: variants, not claims (claim: null).
+LRN_VARIANTS = ("lrn_authors", "lrn_caffe")
 
 
 def _flat(cfg: DictConfig) -> dict[str, object]:
@@ -41,8 +46,9 @@ def _compose(tmp_path: Path, *overrides: str) -> DictConfig:
 
 @pytest.mark.parametrize("name", ABLATIONS)
 def test_ablation_changes_exactly_what_it_declares(name: str, tmp_path: Path) -> None:
-    base = _flat(_compose(tmp_path))
-    ablated_cfg = _compose(tmp_path, f"+ablation={name}")
+    baseline = BASELINES.get(name, [])
+    base = _flat(_compose(tmp_path, *baseline))
+    ablated_cfg = _compose(tmp_path, *baseline, f"+ablation={name}")
     ablated = _flat(ablated_cfg)
     declared = set(ablated_cfg.ablations[name].changes)
     changed = {
@@ -55,8 +61,8 @@ def test_ablation_changes_exactly_what_it_declares(name: str, tmp_path: Path) ->
 @pytest.mark.parametrize("name", ABLATIONS)
 def test_ablation_names_a_claim_of_the_paper(name: str, tmp_path: Path) -> None:
     entry = _compose(tmp_path, f"+ablation={name}").ablations[name]
-    if entry.claim is None:  # an implementation variant, not a claim (lrn_cuda_convnet)
-        assert name == "lrn_cuda_convnet"
+    if entry.claim is None:  # an implementation variant, not a claim of the paper
+        assert name in LRN_VARIANTS
     else:
         assert entry.claim in CLAIMS
         assert CLAIMS[entry.claim]["ablation"] == name
@@ -116,11 +122,17 @@ def test_modules_no_middle_conv(tmp_path: Path) -> None:
     assert all(base_shapes[n] == s for n, s in shapes.items())  # nothing else changes shape
 
 
-def test_modules_lrn_cuda_convnet(tmp_path: Path) -> None:
-    norms = [m for m in _net(tmp_path, "+ablation=lrn_cuda_convnet").modules()
+@pytest.mark.parametrize(
+    ("name", "convention", "k"), [("lrn_authors", "authors", 2.0), ("lrn_caffe", "caffe", 1.0)]
+)
+def test_modules_lrn_variants(name: str, convention: str, k: float, tmp_path: Path) -> None:
+    norms = [m for m in _net(tmp_path, f"+ablation={name}").modules()
              if isinstance(m, LocalResponseNorm)]
     assert len(norms) == 2
-    assert all(n.k == 1.0 and n.effective_alpha == pytest.approx(1e-4 / 5) for n in norms)
+    assert all(n.convention == convention for n in norms)
+    assert all(n.k == k and n.effective_alpha == pytest.approx(1e-4 / 5) for n in norms)
+    base = [m for m in _net(tmp_path).modules() if isinstance(m, LocalResponseNorm)]
+    assert all(n.k == 2.0 and n.effective_alpha == 1e-4 for n in base)
 
 
 def test_optimizer_no_weight_decay(tmp_path: Path) -> None:
@@ -150,7 +162,8 @@ def test_ablation_trains(ablation: str, tmp_path: Path, data_dir: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "pair", [("no_lrn", "lrn_cuda_convnet"), ("lrn_cuda_convnet", "no_lrn")]
+    "pair",
+    [("no_lrn", "lrn_authors"), ("lrn_caffe", "no_lrn"), ("lrn_authors", "lrn_caffe")],
 )
 def test_contradictory_ablations_are_refused(pair: tuple[str, str], tmp_path: Path) -> None:
     cfg = _compose(tmp_path, f"+ablation=[{pair[0]},{pair[1]}]")
@@ -162,8 +175,8 @@ def test_contradiction_from_the_command_line(tmp_path: Path, data_dir: Path) -> 
     from conftest import run_entry_point
 
     result = run_entry_point(
-        "train.py", [*TINY, "+ablation=[no_lrn,lrn_cuda_convnet]"], tmp_path, data_dir
+        "train.py", [*TINY, "+ablation=[no_lrn,lrn_authors]"], tmp_path, data_dir
     )
     assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "no_lrn" in result.stderr and "lrn_cuda_convnet" in result.stderr
+    assert "no_lrn" in result.stderr and "lrn_authors" in result.stderr
     assert "contradict" in result.stderr

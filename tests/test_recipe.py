@@ -1,4 +1,6 @@
-"""The training recipe as configured: the paper's schedule, the optimizers, the CIFAR-style net."""
+"""The training recipe as configured: the paper's schedule, the optimizers, the experiments.
+
+The CIFAR-10 nets' recipes are tested in test_cifar_nets.py."""
 
 from __future__ import annotations
 
@@ -78,24 +80,6 @@ def test_paper_experiment_is_the_paper_recipe(tmp_path: Path) -> None:
     assert cfg.data.batch_size == 128 and cfg.data.crop_size == 227
     assert cfg.data.pca_jitter and cfg.data.crop and cfg.data.flip and cfg.data.ten_crop
     assert cfg.trainer.max_epochs == 90
-
-
-@pytest.mark.parametrize("activation", ["relu", "tanh"])
-def test_cifar_convnet_on_small_builtin_images(
-    activation: str, tmp_path: Path, data_dir: Path
-) -> None:
-    cfg = compose_config(
-        "train",
-        ["experiment=cifar_convnet_synthetic", f"model.activation={activation}",
-         "data.train_per_class=2", "data.val_per_class=1", "data.batch_size=4",
-         "data.num_workers=0", "trainer.fast_dev_run=true", "~callbacks.progress_bar",
-         "trainer.enable_progress_bar=false"],
-        tmp_path, data_dir,
-    )
-    summary = train(cfg)
-    assert summary["config"]["model"]["_target_"] == "alexnet.models.CifarConvNet"
-    assert summary["config"]["data"]["image_size"] == 32
-    assert summary["num_params"] == 89_578
 
 
 def test_the_default_run_is_the_demo(tmp_path: Path) -> None:

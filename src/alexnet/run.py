@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from alexnet.ablation import applied_ablations
 from alexnet.callbacks import ImageThroughput, MetricHistory
+from alexnet.claims import paper_comparison
 from alexnet.data.prepared import DataError
 from alexnet.module import CONFIG_KEY, ImageClassifier
 from alexnet.summary import build_summary, read_summary, write_summary
@@ -163,6 +164,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     if trainer.is_global_zero:
         write_summary(out / "summary.json", summary)
+        if (comparison := paper_comparison(summary)) is not None:
+            print(comparison)  # the paper's recipe on ILSVRC: its figures beside the paper's
     if error is not None:
         raise error
     return summary
