@@ -430,3 +430,13 @@ def test_invalid_values(kwargs: dict, message: str) -> None:
 def test_smallest_plain_crop_works() -> None:
     assert feature_sizes(39, "plain")[-1] == 1
     assert meta(pooling="plain", crop_size=39).fc6.in_features == 256
+
+
+def test_kaiming_init() -> None:
+    torch.manual_seed(0)
+    model = AlexNet(10, init="kaiming", crop_size=SMALL_CROP)
+    for name, layer in model.layers().items():
+        fan_in = layer.weight[0].numel()
+        std = (2.0 / fan_in) ** 0.5  # He et al.: N(0, 2 / fan_in) for ReLU layers
+        assert abs(layer.weight.std().item() - std) < 0.1 * std, name
+        assert torch.all(layer.bias == 0.0), name

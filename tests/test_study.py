@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT, TINY, compose_config, run_entry_point
 from omegaconf import OmegaConf
 
-from alexnet.report import load_claims
+from alexnet.report import claims_by_ablation
 from alexnet.study import epochs_to_error, load_study, paired_delta, t_interval
 
 # t(0.975, 2) = 4.302653: the 95% quantile of Student's t with 2 degrees of freedom.
@@ -60,7 +60,7 @@ def test_epochs_to_error_interpolates() -> None:
 
 
 def test_claims_by_ablation() -> None:
-    claims = load_claims()
+    claims = claims_by_ablation()
     assert claims["no_lrn"]["delta_top1"] == 1.4 and claims["no_lrn"]["section"] == "3.3"
     assert claims["tanh"]["speedup"] == 6.0
 
@@ -70,7 +70,7 @@ def test_study_preset_sweeps_every_arm_over_its_seeds(tmp_path: Path) -> None:
     assert cfg.study.arms[0] == "none" and len(cfg.study.seeds) >= 3
     assert cfg.skip_completed
     arms = set(cfg.study.arms) - {"none"}
-    claims = load_claims()
+    claims = claims_by_ablation()
     assert arms <= set(claims), "every arm of the CPU study tests a claim of the paper"
     for name in cfg.study.arms:  # every arm is an ablation config
         assert (ROOT / "conf" / "ablation" / f"{name}.yaml").is_file()

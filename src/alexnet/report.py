@@ -11,8 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from alexnet.claims import load_claims
 from alexnet.study import (
     BASELINE,
     ERRORS,
@@ -25,20 +24,15 @@ from alexnet.study import (
     t_interval,
 )
 
-CLAIMS_FILE = Path(__file__).resolve().parents[2] / "ablations" / "claims.yaml"
 FIG1_TARGET = 0.25  # Fig. 1: training error 25%
 FIG1_ARMS = (BASELINE, "tanh")  # ReLU (the recipe) and its tanh ablation
 _DATA_NAMES = {"SyntheticDataModule": "built-in synthetic data"}
 
 
-def load_claims(path: str | os.PathLike = CLAIMS_FILE) -> dict[str, dict[str, Any]]:
-    """The paper's claims by the name of the ablation that tests them."""
-    entries = yaml.safe_load(Path(path).read_text()) or {}
-    return {
-        entry["ablation"]: {"key": key, **entry}
-        for key, entry in entries.items()
-        if isinstance(entry, dict) and entry.get("ablation")
-    }
+def claims_by_ablation(path: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
+    """The paper's claims (``ablations/claims.yaml``) by the name of the ablation that tests them,
+    each with its own key as ``key``."""
+    return {entry["ablation"]: {"key": key, **entry} for key, entry in load_claims(path).items()}
 
 
 def _fmt(value: float | None, digits: int = 1, signed: bool = True) -> str:
@@ -291,11 +285,11 @@ def render_plot(study: Study, claims: dict[str, dict[str, Any]], path: Path) -> 
 
 
 def write_report(directory: str | os.PathLike,
-                 claims_file: str | os.PathLike = CLAIMS_FILE) -> tuple[Path, Path, Study]:
+                 claims_file: str | os.PathLike | None = None) -> tuple[Path, Path, Study]:
     """Write ``report.md`` and ``report.png`` into the sweep directory; StudyError when the runs
     cannot be compared (nothing is written then)."""
     study = load_study(directory)
-    claims = load_claims(claims_file)
+    claims = claims_by_ablation(claims_file)
     markdown = render_markdown(study, claims)
     md_path, png_path = study.directory / "report.md", study.directory / "report.png"
     render_plot(study, claims, png_path)

@@ -39,7 +39,7 @@ from .lrn import LocalResponseNorm, check_lrn_convention
 
 ACTIVATIONS: tuple[str, ...] = ("relu", "tanh")
 POOLINGS: tuple[str, ...] = ("overlapping", "plain")
-INITS: tuple[str, ...] = ("paper", "default")
+INITS: tuple[str, ...] = ("paper", "default", "kaiming")
 COLUMNS: tuple[int, ...] = (1, 2)
 REMOVABLE_CONVS: tuple[int, ...] = (3, 4)
 # "paper": Sec. 4.2's dropout (PaperDropout); "inverted": PyTorch's nn.Dropout.
@@ -191,9 +191,11 @@ class AlexNet(nn.Module):
             (kept outputs times 1 / (1 - p) in training, nothing at test time). Same function in
             expectation; with the paper's initialisation and learning rate they train differently.
         init: "paper" (Sec. 5): weights N(0, 0.01^2), biases ``bias_init`` in conv2, conv4, conv5,
-            fc6, fc7 and 0 in conv1, conv3, fc8; "default": PyTorch's own initialisation.
+            fc6, fc7 and 0 in conv1, conv3, fc8; "default": PyTorch's own initialisation;
+            "kaiming": N(0, 2 / fan_in) weights and zero biases, for short runs on unit-scale
+            inputs (the CPU study), not the paper's.
         bias_init: the paper's "1" biases. Caffe's replication found that 1 gave a flat loss at
-            the start and used 0.1, hence the option. Ignored when ``init="default"``.
+            the start and used 0.1, hence the option. Used only with ``init="paper"``.
         remove_conv: None, 3 or 4: drop one middle conv layer (Sec. 7, depth). Removing conv4
             changes no other shape; removing conv3 makes conv4 take conv2's output directly
             (still grouped per column).
@@ -310,6 +312,8 @@ class AlexNet(nn.Module):
 
         if init == "paper":
             self.init_paper(bias_init)
+        elif init == "kaiming":
+            self.init_kaiming()
 
     def layers(self) -> dict[str, nn.Conv2d | nn.Linear]:
         """The weight layers present, by name (conv1..conv5, fc6..fc8; removed convs omitted)."""
@@ -320,6 +324,15 @@ class AlexNet(nn.Module):
         for name, layer in self.layers().items():
             nn.init.normal_(layer.weight, mean=0.0, std=0.01)
             nn.init.constant_(layer.bias, bias_init if name in _BIAS_ONE_LAYERS else 0.0)
+
+    def init_kaiming(self) -> None:
+        """Not the paper's: weights N(0, 2 / fan_in) (He et al., 2015), biases 0. It keeps the
+        activations' scale through the eight layers, so a net on unit-scale inputs learns from
+        the first epochs, where PyTorch's default (about 1 / (3 fan_in)) and the paper's
+        N(0, 0.01^2) start on a long flat stretch of the loss: for short CPU runs."""
+        for layer in self.layers().values():
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+            nn.init.zeros_(layer.bias)
 
     def conv_features(self, x: Tensor) -> Tensor:
         """The pool5 maps, (B, 256, 6, 6) at 227 (and at 224 with the cuda_convnet geometry)."""
