@@ -230,3 +230,73 @@ def test_a_failing_run_does_not_stop_the_sweep(tmp_path: Path) -> None:
     assert "error: invalid configuration" in result.stderr
     done = list((tmp_path / "logs" / "study" / "cpu").rglob("summary.json"))
     assert [json.loads(p.read_text())["seed"] for p in done] == [1]
+
+
+def _fake_run(root: Path, arm: str, lr: float, seed: int, train_errors: list[float]) -> None:
+    """A summary.json as a Fig. 1 run writes it, with a hand-made training-error curve."""
+    out = root / arm / f"lr{lr}" / f"seed{seed}"
+    out.mkdir(parents=True)
+    ablations = [] if arm == "none" else [
+        {"name": arm, "claim": "relu", "component": "activation", "changes": ["model.activation"]}
+    ]
+    summary = {
+        "task": "train", "status": "completed", "arm": arm, "seed": seed, "num_classes": 10,
+        "ablations": ablations, "output_dir": str(out),
+        "history": [{"epoch": e, "train/top1_err": v} for e, v in enumerate(train_errors)],
+        "final": {"test/top1_err": 0.3, "test/top5_err": 0.05},
+        "environment": {"device": "cpu", "cpu_count": 2}, "git": {"commit": "0" * 40},
+        "config": {
+            "study": {"name": "fig1", "arms": ["none", "tanh"], "seeds": [1, 2],
+                      "lrs": [0.01, 0.02]},
+            "optimizer": {"lr": lr}, "model": {"activation": "tanh" if arm == "tanh" else "relu"},
+            "data": {"image_size": 32, "crop_size": 24}, "trainer": {"max_epochs": 6},
+            "paths": {"output_dir": str(out)},
+        },
+    }
+    (out / "summary.json").write_text(json.dumps(summary))
+
+
+def test_fig1_chooses_each_activations_best_lr_and_the_ratio(tmp_path: Path) -> None:
+    chance = 0.9
+    # ReLU: at lr 0.02 the error reaches 25% at epoch 2 (0.3 -> 0.2: 1.5 + 0.5 = 2.0 by
+    # interpolation from 0.3 after epoch 1), at lr 0.01 at epoch 3.
+    for seed in (1, 2):
+        _fake_run(tmp_path, "none", 0.01, seed, [0.5, 0.3, 0.25, 0.2])
+        _fake_run(tmp_path, "none", 0.02, seed, [0.3, 0.2, 0.1])
+        # tanh: at lr 0.01 never within 6 epochs; at 0.02 exactly at epoch 5 (5.0).
+        _fake_run(tmp_path, "tanh", 0.01, seed, [0.8, 0.7, 0.6, 0.5, 0.4, 0.3])
+        _fake_run(tmp_path, "tanh", 0.02, seed, [0.8, 0.6, 0.5, 0.4, 0.25, 0.2])
+    from alexnet.report import fig1_result
+
+    study = load_study(tmp_path)
+    result = fig1_result(study)
+    relu, tanh = result["arms"]["none"]["best"], result["arms"]["tanh"]["best"]
+    assert relu["lr"] == 0.02 and relu["mean"] == pytest.approx(1.0 + 0.05 / 0.1)
+    assert tanh["lr"] == 0.02 and tanh["mean"] == pytest.approx(5.0)
+    assert result["ratio"] == pytest.approx(5.0 / 1.5)
+    assert epochs_to_error([(1, 0.3), (2, 0.2)], start=chance) == pytest.approx(1.5)
+    result = subprocess.run([sys.executable, str(ROOT / "ablations" / "report.py"),
+                             str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    text = (tmp_path / "report.md").read_text()
+    assert "tanh needs **3.3×** the epochs of ReLU" in text and "paper: 6×" in text
+    assert "not reached" in text and "Measured deltas" not in text
+
+
+def test_fig1_study_sweeps_learning_rates(tmp_path: Path, data_dir: Path) -> None:
+    args = ["experiment=study_fig1", "study.seeds=[1]", "study.lrs=[0.001,0.002]",
+            "trainer.fast_dev_run=true", "data.train_per_class=2", "data.val_per_class=1",
+            "data.batch_size=4", "data.num_workers=0", "trainer.accelerator=cpu"]
+    result = run_entry_point("train.py", ["-m", *args], tmp_path, data_dir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    sweep_dir = tmp_path / "logs" / "study" / "fig1"
+    found = sorted(str(p.parent.relative_to(sweep_dir)) for p in sweep_dir.rglob("summary.json"))
+    assert found == ["none/lr0.001/seed1", "none/lr0.002/seed1",
+                     "tanh/lr0.001/seed1", "tanh/lr0.002/seed1"]
+    summary = json.loads((sweep_dir / "tanh/lr0.002/seed1/summary.json").read_text())
+    cfg = summary["config"]
+    assert cfg["model"]["activation"] == "tanh" and cfg["optimizer"]["lr"] == 0.002
+    assert cfg["optimizer"]["weight_decay"] == 0.0
+    assert not cfg["data"]["crop"] and not cfg["data"]["flip"] and not cfg["data"]["pca_jitter"]
+    assert _report(sweep_dir).returncode == 0
+    assert "## Fig. 1" in (sweep_dir / "report.md").read_text()
