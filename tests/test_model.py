@@ -412,7 +412,7 @@ def test_other_crop_sizes(crop: int) -> None:
         ({"dropout": 1.0}, r"\[0, 1\)"),
         ({"dropout": -0.1}, r"\[0, 1\)"),
         ({"dropout_mode": "scaled"}, r"dropout_mode must be one of \('paper', 'inverted'\)"),
-        ({"init": "xavier"}, r"\('paper', 'default'\)"),
+        ({"init": "xavier"}, r"\('paper', 'default', 'kaiming'\)"),
         ({"remove_conv": 5}, r"None or one of \(3, 4\)"),
         ({"remove_conv": 1}, r"None or one of \(3, 4\)"),
         ({"crop_size": 66}, ">= 67"),

@@ -87,7 +87,7 @@ def test_the_default_run_is_the_demo(tmp_path: Path) -> None:
     none = compose_config("train", ["experiment=none"], tmp_path, tmp_path)
     assert "demo" in demo.tags
     assert (demo.data.image_size, demo.data.crop_size, demo.data.scale) == (128, 115, 0.017)
-    assert demo.model.init == "default" and not demo.scheduler
+    assert demo.model.init == "kaiming" and not demo.scheduler
     # Without the demo every group is at its own defaults: the paper's settings.
     assert (none.data.image_size, none.data.crop_size, none.data.scale) == (256, 227, 1.0)
     assert none.model.init == "paper" and none.scheduler._target_.endswith("ReduceLROnPlateau")
