@@ -300,3 +300,13 @@ def test_fig1_study_sweeps_learning_rates(tmp_path: Path, data_dir: Path) -> Non
     assert not cfg["data"]["crop"] and not cfg["data"]["flip"] and not cfg["data"]["pca_jitter"]
     assert _report(sweep_dir).returncode == 0
     assert "## Fig. 1" in (sweep_dir / "report.md").read_text()
+
+
+RESULTS = ROOT / "ablations" / "results"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in RESULTS.iterdir() if p.is_dir()))
+def test_committed_studies_are_complete_and_comparable(name: str) -> None:
+    study = load_study(RESULTS / name)  # refuses mixed settings
+    assert not study.missing and not study.incomplete
+    assert (RESULTS / name / "report.md").is_file() and (RESULTS / name / "report.png").is_file()
