@@ -78,9 +78,7 @@ def describe_setting(study: Study) -> str:
         counts = (f", {data['train_per_class']} training and {data.get('val_per_class')} "
                   f"validation images per class")
     env = summary.get("environment") or {}
-    git = summary.get("git") or {}
-    commit = (git.get("commit") or "unknown")[:10] + (" (uncommitted changes)" if git.get("dirty")
-                                                      else "")
+    commit = _commits(study)
     device = env.get("device", "?")
     if device == "cpu":
         device = f"CPU ({env.get('cpu_count', '?')} cores)"
@@ -92,8 +90,21 @@ def describe_setting(study: Study) -> str:
         f"{name}: {summary.get('num_classes')} classes{counts}; "
         f"images {data.get('image_size')} px, crops {data.get('crop_size')} px; {epochs}; "
         f"{len(study.seeds)} seeds ({', '.join(map(str, study.seeds))}); {device}; "
-        f"torch {env.get('torch', '?')}; commit {commit}"
+        f"torch {env.get('torch', '?')}; {commit}"
     )
+
+
+def _commits(study: Study) -> str:
+    """The commit the runs ran at, or each commit with its number of runs."""
+    counts: dict[str, int] = {}
+    for run in study.runs:
+        git = run.summary.get("git") or {}
+        name = (git.get("commit") or "unknown")[:10]
+        name += " (uncommitted changes)" if git.get("dirty") else ""
+        counts[name] = counts.get(name, 0) + 1
+    if len(counts) == 1:
+        return f"commit {next(iter(counts))}"
+    return "commits " + ", ".join(f"{c} ({n} runs)" for c, n in counts.items())
 
 
 def fig1_result(study: Study) -> dict[str, Any] | None:
