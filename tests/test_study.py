@@ -310,3 +310,15 @@ def test_committed_studies_are_complete_and_comparable(name: str) -> None:
     study = load_study(RESULTS / name)  # refuses mixed settings
     assert not study.missing and not study.incomplete
     assert (RESULTS / name / "report.md").is_file() and (RESULTS / name / "report.png").is_file()
+
+
+def test_study_runs_test_the_last_epoch(tmp_path: Path) -> None:
+    from hydra.utils import instantiate
+
+    for preset in ("study_cpu", "study_fig1", "study_paper"):
+        cfg = compose_config("train", [f"experiment={preset}"], tmp_path, tmp_path)
+        callback = instantiate(cfg.callbacks.model_checkpoint)
+        # No monitor and one file kept: the checkpoint tested is the last epoch's, never one
+        # chosen on the validation images it is then tested on.
+        assert callback.monitor is None and callback.save_top_k == 1, preset
+        assert cfg.skip_completed and cfg.study.name
