@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from statistics import fmean
 from typing import Any
 
 from alexnet.claims import load_claims
@@ -126,7 +127,7 @@ def fig1_result(study: Study) -> dict[str, Any] | None:
             result["max_epochs"] = max(result["max_epochs"],
                                        *(len(r.history("train/top1_err")) for r in runs.values()))
             reached = [e for e in epochs.values() if e is not None]
-            mean = fmean_or_none(reached) if len(reached) == len(epochs) else None
+            mean = fmean(reached) if reached and len(reached) == len(epochs) else None
             options.append({"lr": lr, "epochs": epochs, "mean": mean, "runs": runs})
         best = min(options, key=_speed_rank)
         result["arms"][arm] = {"options": options, "best": best}
@@ -144,10 +145,6 @@ def _speed_rank(option: dict[str, Any]) -> tuple[float, int, float]:
             if r.history("train/top1_err")]
     mean = math.inf if option["mean"] is None else option["mean"]
     return mean, -reached, sum(last) / len(last) if last else math.inf
-
-
-def fmean_or_none(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
 
 
 def render_markdown(study: Study, claims: dict[str, dict[str, Any]]) -> str:

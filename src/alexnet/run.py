@@ -29,6 +29,7 @@ from alexnet.callbacks import ImageThroughput, MetricHistory
 from alexnet.claims import paper_comparison
 from alexnet.data.prepared import DataError
 from alexnet.module import CONFIG_KEY, ImageClassifier
+from alexnet.study import flatten_config
 from alexnet.summary import build_summary, read_summary, write_summary
 
 
@@ -183,9 +184,10 @@ def _completed_summary(path: Path, cfg: DictConfig) -> dict[str, Any] | None:
         return None
     current = json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=True), default=str))
     # The study's own spec (its list of arms and seeds) may grow between two runs of the sweep.
+    before, now = flatten_config(summary.get("config") or {}), flatten_config(current)
     differing = sorted(
-        d for d in _differences(summary.get("config") or {}, current)
-        if not d.startswith(("study.", "tags"))
+        key for key in before.keys() | now.keys()
+        if before.get(key) != now.get(key) and not key.startswith(("study.", "tags"))
     )
     if differing:
         shown = ", ".join(differing[:5]) + (" ..." if len(differing) > 5 else "")
@@ -194,14 +196,6 @@ def _completed_summary(path: Path, cfg: DictConfig) -> dict[str, Any] | None:
             f"{shown}): choose another study.name (or paths.log_dir), or remove that directory"
         )
     return summary
-
-
-def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two nested dicts."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in a.keys() | b.keys()
-                for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
-    return [] if a == b else [prefix[:-1]]
 
 
 def _tag_run(cfg: DictConfig, ablations: list[dict[str, Any]]) -> None:

@@ -141,11 +141,12 @@ def load_study(directory: str | os.PathLike) -> Study:
     return study
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+def flatten_config(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested configuration (a summary's ``config``) as ``{"dotted.key": value}``."""
     if isinstance(node, dict):
         flat: dict[str, Any] = {}
         for key, value in node.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten_config(value, f"{prefix}{key}."))
         return flat
     return {prefix[:-1]: node}
 
@@ -154,7 +155,7 @@ def _comparable_config(run: Run) -> dict[str, Any]:
     """The run's resolved configuration, flattened, with its own directory written as ``<run>``
     (checkpoint and logger paths derive from it)."""
     out = str(run.summary.get("output_dir") or run.config.get("paths", {}).get("output_dir", ""))
-    flat = _flatten(run.config)
+    flat = flatten_config(run.config)
     if out:
         flat = {k: v.replace(out, "<run>") if isinstance(v, str) else v for k, v in flat.items()}
     return flat
@@ -214,10 +215,6 @@ class Delta:
     low: float | None = None    # None with a single pair: no interval
     high: float | None = None
     per_seed: dict[Any, float] = field(default_factory=dict)
-
-    @property
-    def half_width(self) -> float | None:
-        return None if self.low is None else (self.high - self.low) / 2
 
     def contains(self, value: float) -> bool | None:
         return None if self.low is None else self.low <= value <= self.high

@@ -19,6 +19,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from alexnet.callbacks import MetricHistory
@@ -125,13 +126,8 @@ def _study(cfg: DictConfig) -> dict[str, Any] | None:
     if not study:
         return None
     sweep_dir = None
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        if HydraConfig.initialized():
-            sweep_dir = str(Path(HydraConfig.get().sweep.dir).resolve())
-    except (ImportError, ValueError):
-        pass
+    if HydraConfig.initialized() and HydraConfig.get().sweep.dir:
+        sweep_dir = str(Path(HydraConfig.get().sweep.dir).resolve())
     return {"name": study.get("name"), "sweep_dir": sweep_dir}
 
 
@@ -144,3 +140,4 @@ def write_summary(path: Path, summary: dict[str, Any]) -> None:
 
 def read_summary(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
+
