@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from alexnet.models import LRN_CONVENTIONS, LocalResponseNorm
+from alexnet.models import LRN_CONVENTIONS, LRN_IMPLS, LocalResponseNorm
 
 
 def reference_lrn(
@@ -181,15 +181,17 @@ def test_torch_module_equivalences() -> None:
     # The paper's layer in torch's convention needs alpha * n.
     paper = LocalResponseNorm()(x)
     torch.testing.assert_close(nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2)(x), paper)
-    # The authors' and Caffe's layers are torch's own convention with k = 2 and k = 1.
-    authors = LocalResponseNorm(5, 1e-4, 0.75, convention="authors")(x)
-    torch.testing.assert_close(
-        nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2)(x), authors, **exact
-    )
-    caffe = LocalResponseNorm(5, 1e-4, 0.75, convention="caffe")(x)
-    torch.testing.assert_close(
-        nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1)(x), caffe, **exact
-    )
+    # The authors' and Caffe's layers are torch's own convention with k = 2 and k = 1: bit for
+    # bit with impl="torch", to rounding with the fast implementation.
+    for impl, tolerance in (("torch", exact), ("fast", {})):
+        authors = LocalResponseNorm(5, 1e-4, 0.75, convention="authors", impl=impl)(x)
+        torch.testing.assert_close(
+            nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2)(x), authors, **tolerance
+        )
+        caffe = LocalResponseNorm(5, 1e-4, 0.75, convention="caffe", impl=impl)(x)
+        torch.testing.assert_close(
+            nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1)(x), caffe, **tolerance
+        )
 
     # The authors' code with the paper's numbers is five times weaker than the printed formula:
     # the sum's share of the denominator, (a / b)^(1/beta) - k, shrinks by exactly n.
@@ -231,3 +233,59 @@ def test_invalid_arguments() -> None:
         LocalResponseNorm(alpha=-1.0)
     with pytest.raises(ValueError, match="groups"):
         LocalResponseNorm(groups=0)
+
+
+# -- the two implementations (impl="fast", the default, and impl="torch") -----------------------
+
+
+@pytest.mark.parametrize("impl", LRN_IMPLS)
+@pytest.mark.parametrize(("shape", "size", "alpha", "beta", "k", "groups"), CASES)
+def test_each_impl_matches_the_paper_formula(shape, size, alpha, beta, k, groups, impl) -> None:
+    x, upstream = _input(shape)
+    module = LocalResponseNorm(size, alpha, beta, k, groups=groups, impl=impl)
+    got, got_grad = _values_and_grads(module, x, upstream)
+    want, want_grad = _values_and_grads(
+        lambda a: reference_lrn(a, size, alpha, beta, k, groups), x, upstream
+    )
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(("size", "beta", "groups"), [(5, 0.75, 1), (5, 0.75, 2), (3, 0.6, 3)])
+def test_fast_gradcheck(size: int, beta: float, groups: int) -> None:
+    # The closed-form backward against finite differences of the forward, in float64.
+    gen = torch.Generator().manual_seed(1)
+    x = 5.0 * torch.randn(2, 6, 3, 2, dtype=torch.float64, generator=gen)
+    module = LocalResponseNorm(size, 0.05, beta, 1.5, groups=groups, impl="fast")
+    assert torch.autograd.gradcheck(module, (x.requires_grad_(),), eps=1e-6, atol=1e-7)
+
+
+def test_fast_channels_last_and_float32() -> None:
+    """At AlexNet's LRN1 (two columns of 48 maps, post-ReLU activities of tens), float32, in both
+    memory layouts: equal to torch's kernel (in float64) to 1e-5."""
+    gen = torch.Generator().manual_seed(2)
+    x = (20.0 * torch.randn(3, 96, 9, 9, generator=gen)).relu()
+    upstream = torch.randn(3, 96, 9, 9, generator=gen)
+    want, want_grad = _values_and_grads(
+        LocalResponseNorm(groups=2, impl="torch"), x.double(), upstream.double())
+    for layout in (torch.contiguous_format, torch.channels_last):
+        xl = x.contiguous(memory_format=layout)
+        got, got_grad = _values_and_grads(LocalResponseNorm(groups=2), xl, upstream)
+        assert got.is_contiguous(memory_format=layout)
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(got_grad.double(), want_grad, rtol=1e-5, atol=1e-5)
+
+
+def test_fast_bfloat16_computes_in_float32() -> None:
+    # Under autocast the LRN sees bf16 activities: the sum of squares and the power are taken in
+    # float32 and the result rounded once to bf16 (relative error <= 2^-8).
+    x = (20.0 * torch.randn(2, 16, 5, 5, generator=torch.Generator().manual_seed(3))).relu()
+    want = reference_lrn(x.bfloat16().double(), 5, 1e-4, 0.75, 2.0)
+    got = LocalResponseNorm()(x.bfloat16())
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.double(), want, rtol=2**-8, atol=1e-6)
+
+
+def test_invalid_impl() -> None:
+    with pytest.raises(ValueError, match=r"lrn impl must be one of \('fast', 'torch'\)"):
+        LocalResponseNorm(impl="cudnn")

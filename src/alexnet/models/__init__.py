@@ -5,11 +5,12 @@ from .alexnet import FEATURE_LAYERS, AlexNet, feature_sizes
 from .cifar18pct import Cifar18pct, cifar18pct_feature_sizes
 from .cifar_local import CifarLocalNet, cifar_local_sizes
 from .locally_connected import LocallyConnected2d
-from .lrn import LRN_CONVENTIONS, LocalResponseNorm
+from .lrn import LRN_CONVENTIONS, LRN_IMPLS, LocalResponseNorm
 
 __all__ = [
     "FEATURE_LAYERS",
     "LRN_CONVENTIONS",
+    "LRN_IMPLS",
     "AlexNet",
     "Cifar18pct",
     "CifarLocalNet",

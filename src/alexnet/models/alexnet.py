@@ -184,6 +184,8 @@ class AlexNet(nn.Module):
         lrn: local response normalisation after the activation of conv1 and conv2, before their
             pooling (Sec. 3.3). In the two-column net each column is normalised on its own.
         lrn_convention, lrn_size, lrn_alpha, lrn_beta, lrn_k: see :class:`LocalResponseNorm`.
+        lrn_impl: "fast" (default) or "torch" (``F.local_response_norm``): the same function
+            computed two ways, see :class:`LocalResponseNorm`.
         pooling: "overlapping" (3x3, stride 2, Sec. 3.4) or "plain" (2x2, stride 2).
         dropout: drop probability on the outputs of fc6 and fc7 (Sec. 4.2), in [0, 1).
         dropout_mode: "paper" (Sec. 4.2, the default): nothing scaled in training, outputs times
@@ -222,6 +224,7 @@ class AlexNet(nn.Module):
         lrn_alpha: float = 1e-4,
         lrn_beta: float = 0.75,
         lrn_k: float | None = None,
+        lrn_impl: str = "fast",
         pooling: str = "overlapping",
         dropout: float = 0.5,
         dropout_mode: str = "paper",
@@ -270,7 +273,8 @@ class AlexNet(nn.Module):
             if not lrn:
                 return nn.Identity()
             return LocalResponseNorm(
-                lrn_size, lrn_alpha, lrn_beta, lrn_k, convention=lrn_convention, groups=g
+                lrn_size, lrn_alpha, lrn_beta, lrn_k, convention=lrn_convention, groups=g,
+                impl=lrn_impl,
             )
 
         pool_kernel, pool_stride = POOL_GEOMETRY[pooling]

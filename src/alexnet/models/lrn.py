@@ -28,12 +28,23 @@ beta=0.75, k=2)`` is the authors' layer, ``k=1`` Caffe's, and the paper's formul
 ``groups`` splits the channels into independent blocks, each normalised on its own with the window
 clamped at the block's edges. The paper's two-GPU net normalises each GPU's kernel maps separately
 (each GPU holds half of the kernels of conv1 and conv2, Sec. 3.2), which is ``groups=2``.
+
+Two implementations compute the same function (``impl``). ``"torch"`` calls
+``F.local_response_norm``, whose average pooling over a padded 3-d view and generic ``pow`` take
+about 1 s forward + backward at AlexNet's 64 x 96 x 55 x 55 on a 2-core CPU, a quarter of a
+training step. ``"fast"`` (the default) is :class:`_FastLRN`: the window sum as n - 1 shifted
+adds along the channel axis, d^-0.75 as two square roots, and the closed-form backward, which
+reuses the forward's denominator and output. The tests hold it to the paper's formula in values
+and gradients.
 """
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 LRN_CONVENTIONS: tuple[str, ...] = ("paper", "authors", "caffe")
+# "fast": _FastLRN (closed-form backward); "torch": F.local_response_norm.
+LRN_IMPLS: tuple[str, ...] = ("fast", "torch")
 # The additive constant each source uses: the paper's k = 2, the authors' minDiv=2 in
 # cuda-convnet2's layer-params files, and Caffe's (and cuda-convnet v1's fixed) 1.
 _DEFAULT_K: dict[str, float] = {"paper": 2.0, "authors": 2.0, "caffe": 1.0}
@@ -55,6 +66,76 @@ def check_lrn_convention(convention: str) -> None:
         raise ValueError(message)
 
 
+def _window_sum(out: Tensor, t: Tensor, half: int) -> Tensor:
+    """``out[:, :, i] = sum of t[:, :, j]`` for |i - j| <= half, j within the group: dim 2 holds
+    one group's channels, so the window is clamped at the group's edges (the paper's max/min
+    bounds), exactly the zero padding of the formula."""
+    out.copy_(t)
+    for d in range(1, min(half, t.shape[2] - 1) + 1):
+        out[:, :, d:] += t[:, :, :-d]
+        out[:, :, :-d] += t[:, :, d:]
+    return out
+
+
+def _inverse_power(out: Tensor, d: Tensor, beta: float, scratch: Tensor) -> Tensor:
+    """``out = d ** -beta``. The paper's beta = 0.75 as 1 / sqrt(d) * 1 / sqrt(sqrt(d)): square
+    roots are single, correctly rounded instructions, where a general pow is exp(log(.))."""
+    if beta == 0.75:
+        torch.rsqrt(d, out=out)
+        torch.sqrt(d, out=scratch)
+        return out.mul_(scratch.rsqrt_())
+    return torch.pow(d, -beta, out=out)
+
+
+class _FastLRN(torch.autograd.Function):
+    """b = a * d^-beta with d = k + alpha' * S, S the window's sum of squares (Sec. 3.3), on a
+    (B, G, C/G, *) view. Backward, the window being symmetric:
+    da_j = g_j d_j^-beta - 2 alpha' beta a_j * sum_{i in window(j)} g_i b_i / d_i.
+
+    Each step is one pass over the whole batch. Cache-sized slices of the batch were 20% faster
+    on an idle 2-core CPU, but several times slower whenever the cores are shared (the loader's
+    workers, other jobs): every small parallel region then waits for a descheduled thread."""
+
+    @staticmethod
+    def forward(ctx: object, a: Tensor, size: int, alpha: float, beta: float, k: float) -> Tensor:
+        half = size // 2
+        b, d, p = torch.empty_like(a), torch.empty_like(a), torch.empty_like(a)
+        torch.mul(a, a, out=b)  # b holds the squares for a moment
+        _window_sum(d, b, half).mul_(alpha).add_(k)
+        _inverse_power(p, d, beta, scratch=b)
+        torch.mul(a, p, out=b)
+        ctx.save_for_backward(a, b, d, p)
+        ctx.lrn = (half, alpha, beta)
+        return b
+
+    @staticmethod
+    def backward(ctx: object, g: Tensor) -> tuple[Tensor | None, ...]:
+        a, b, d, p = ctx.saved_tensors
+        half, alpha, beta = ctx.lrn
+        if g.stride() != a.stride():  # one layout for every pass (autograd may hand another)
+            g = torch.empty_like(a).copy_(g)
+        t = torch.mul(g, b).div_(d)
+        grad = _window_sum(torch.empty_like(a), t, half)
+        grad.mul_(a).mul_(-2.0 * alpha * beta).addcmul_(g, p)
+        return grad, None, None, None, None
+
+
+def fast_local_response_norm(
+    x: Tensor, size: int, alpha: float, beta: float, k: float, groups: int = 1
+) -> Tensor:
+    """b = x / (k + alpha * S)^beta, S the sum of squares over ``size`` adjacent channels
+    clamped at each of ``groups`` blocks' edges; ``alpha`` multiplies the sum as given (no
+    division by ``size``). float16 and bfloat16 inputs (autocast) are computed in float32, as
+    the sum of squares and the power need its range, and returned in their own dtype."""
+    b, c = x.shape[:2]
+    low = x.dtype in (torch.float16, torch.bfloat16)
+    a = x.float() if low else x
+    # Splitting the channel axis into (groups, channels per group) is a view in any layout.
+    y = _FastLRN.apply(a.unflatten(1, (groups, c // groups)), size, alpha, beta, k)
+    y = y.flatten(1, 2)
+    return y.to(x.dtype) if low else y
+
+
 class LocalResponseNorm(nn.Module):
     """Cross-channel local response normalisation, b = a / (k + alpha' * sum a_j^2)^beta.
 
@@ -66,6 +147,8 @@ class LocalResponseNorm(nn.Module):
             "authors", 1 for "caffe").
         convention: "paper" (alpha' = alpha), "authors" or "caffe" (alpha' = alpha / size).
         groups: number of independent channel blocks (1 = normalise across all channels).
+        impl: "fast" (the default, :func:`fast_local_response_norm`) or "torch"
+            (``F.local_response_norm``): the same function, to 1e-6 in float32.
 
     Input: (B, C, *) with C divisible by ``groups``; the output has the same shape.
     """
@@ -78,9 +161,12 @@ class LocalResponseNorm(nn.Module):
         k: float | None = None,
         convention: str = "paper",
         groups: int = 1,
+        impl: str = "fast",
     ) -> None:
         super().__init__()
         check_lrn_convention(convention)
+        if impl not in LRN_IMPLS:
+            raise ValueError(f"lrn impl must be one of {LRN_IMPLS}, got {impl!r}")
         # An even n makes the paper's window i-n/2 .. i+n/2 hold n+1 maps, and torch's functional
         # form would silently make it lopsided; Caffe also accepts only odd sizes.
         if size < 1 or size % 2 == 0:
@@ -97,6 +183,7 @@ class LocalResponseNorm(nn.Module):
             raise ValueError(f"lrn k must be >= 0, got {self.k}")
         self.convention = convention
         self.groups = int(groups)
+        self.impl = impl
 
     @property
     def effective_alpha(self) -> float:
@@ -110,6 +197,9 @@ class LocalResponseNorm(nn.Module):
         b, c = x.shape[:2]
         if c % self.groups != 0:
             raise ValueError(f"{c} channels are not divisible into {self.groups} groups")
+        if self.impl == "fast":
+            return fast_local_response_norm(
+                x, self.size, self.effective_alpha, self.beta, self.k, self.groups)
         # Fold the groups into the batch so that each block's window stops at its own edges.
         y = x.reshape(b * self.groups, c // self.groups, *x.shape[2:])
         # torch's functional form computes k + (alpha / size) * sum, with zero padding at the
@@ -123,9 +213,15 @@ class LocalResponseNorm(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, "
-            f"convention={self.convention!r}, groups={self.groups}, "
+            f"convention={self.convention!r}, groups={self.groups}, impl={self.impl!r}, "
             f"effective_alpha={self.effective_alpha:g}"
         )
 
 
-__all__ = ["LRN_CONVENTIONS", "LocalResponseNorm", "check_lrn_convention"]
+__all__ = [
+    "LRN_CONVENTIONS",
+    "LRN_IMPLS",
+    "LocalResponseNorm",
+    "check_lrn_convention",
+    "fast_local_response_norm",
+]
