@@ -113,7 +113,7 @@ def fig1_result(study: Study) -> dict[str, Any] | None:
     rate where it gets there soonest (when the study sweeps learning rates), and their ratio."""
     if not all(study.by_arm(arm) for arm in FIG1_ARMS):
         return None
-    chance = 1.0 - 1.0 / max(2, int(study.runs[0].summary.get("num_classes") or 2))
+    chance = study.runs[0].chance_error
     lrs = sorted({r.lr for r in study.runs}) if study.spec.get("lrs") else [None]
     result: dict[str, Any] = {"arms": {}, "max_epochs": 0}
     for arm in FIG1_ARMS:

@@ -61,6 +61,11 @@ class Run:
         return (self.config.get("optimizer") or {}).get("lr")
 
     @property
+    def chance_error(self) -> float:
+        """The top-1 error before training, 1 - 1 / classes: where Fig. 1's curves start."""
+        return 1.0 - 1.0 / max(2, int(self.summary.get("num_classes") or 2))
+
+    @property
     def status(self) -> str:
         return self.summary.get("status", "unknown")
 
@@ -122,15 +127,7 @@ def load_study(directory: str | os.PathLike) -> Study:
     directory = Path(directory)
     if not directory.is_dir():
         raise StudyError(f"no such sweep directory: {directory}")
-    runs = []
-    for path in sorted(directory.rglob("summary.json")):
-        try:
-            runs.append(Run(path, json.loads(path.read_text())))
-        except (OSError, ValueError) as err:
-            raise StudyError(f"{path} is not a readable summary.json ({err})") from None
-    runs = [r for r in runs if r.summary.get("task") == "train"]
-    if not runs:
-        raise StudyError(f"no training run (summary.json) found below {directory}")
+    runs = read_runs(directory)
     completed = [r for r in runs if r.status == "completed"]
     incomplete = [r for r in runs if r.status != "completed"]
     if not completed:
@@ -139,6 +136,28 @@ def load_study(directory: str | os.PathLike) -> Study:
     _check_comparable(study)
     study.missing = _missing(study, runs)
     return study
+
+
+def read_runs(path: str | os.PathLike) -> list[Run]:
+    """The training runs of every ``summary.json`` below a directory (or of one summary.json
+    file), in path order, whatever their status; StudyError when there is none."""
+    path = Path(path)
+    if path.is_file() and path.name == "summary.json":
+        paths = [path]
+    elif path.is_dir():
+        paths = sorted(path.rglob("summary.json"))
+    else:
+        raise StudyError(f"no such sweep directory: {path}")
+    runs = []
+    for file in paths:
+        try:
+            runs.append(Run(file, json.loads(file.read_text())))
+        except (OSError, ValueError) as err:
+            raise StudyError(f"{file} is not a readable summary.json ({err})") from None
+    runs = [r for r in runs if r.summary.get("task") == "train"]
+    if not runs:
+        raise StudyError(f"no training run (summary.json) found below {path}")
+    return runs
 
 
 def flatten_config(node: Any, prefix: str = "") -> dict[str, Any]:
