@@ -32,7 +32,7 @@ def main(cfg: DictConfig) -> None:
                 progress=cfg.progress,
             )
         counts = ", ".join(f"{s} {c['total']}" for s, c in stats["counts"].items())
-        print(f"prepared the built-in dataset ({counts} images) in {data.prepared_dir}")
+        print(f"completed: the built-in dataset, {counts} images -> {data.prepared_dir}")
         return
     with building("cannot prepare"):
         done = prepare.existing(data.prepared_dir, source, data.get("root"), data.image_size,
@@ -42,8 +42,8 @@ def main(cfg: DictConfig) -> None:
                                data.get("val_fraction"))
     if done is not None:
         counts = ", ".join(f"{s} {c['total']}" for s, c in done["counts"].items())
-        print(f"already prepared: {data.prepared_dir} ({counts} images); force=true prepares "
-              f"it again")
+        print(f"completed: already prepared, {counts} images (force=true prepares it again) -> "
+              f"{data.prepared_dir}")
         return
     try:
         result = writer.write(job, workers=cfg.workers, progress=cfg.progress)
@@ -52,7 +52,8 @@ def main(cfg: DictConfig) -> None:
               f"the same command again to resume", file=sys.stderr)
         sys.exit(130)
     print(prepare.describe(result, source))
-    print(f"written to {job.root}")
+    counts = ", ".join(f"{s} {c['total']}" for s, c in result.stats["counts"].items())
+    print(f"completed: {counts} images -> {job.root}")  # the last line of every run
 
 
 if __name__ == "__main__":

@@ -70,3 +70,49 @@ def run_entry_point(
 
 def find_summaries(log_dir: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(log_dir.rglob("summary.json"))]
+
+
+@pytest.fixture(scope="session")
+def tiny_wandb_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """A real tiny training run with ``logger=wandb`` (offline): two epochs of two batches, with
+    its checkpoints, summary.json and wandb run directory. The figure, wandb and notebook tests
+    share it."""
+    import wandb
+
+    from alexnet.run import train
+
+    out = tmp_path_factory.mktemp("wandb_run")
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+            mp.setenv(name, str(out / "wandb-home"))  # nothing of wandb's outside the test
+        mp.setenv("WANDB_MODE", "offline")
+        mp.setenv("WANDB_SILENT", "true")
+        cfg = compose_config(
+            "train",
+            [*TINY, "logger=wandb", "trainer.max_epochs=2", "trainer.limit_train_batches=2",
+             "test=false"],
+            out, data_dir,
+        )
+        train(cfg)
+        wandb.finish()  # flush the run's records to disk, as the end of a process does
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """A real tiny study sweep: the recipe (ReLU) and its tanh ablation, one seed, two epochs of
+    two batches each, laid out as a study's multirun lays them out."""
+    from alexnet.run import train
+
+    sweep = tmp_path_factory.mktemp("sweep") / "tiny"
+    for arm in ("none", "tanh"):
+        cfg = compose_config(
+            "train",
+            [*(o for o in TINY if o != "~callbacks.progress_bar"), "experiment=study_cpu",
+             "study.name=tiny", "study.arms=[none,tanh]", "study.seeds=[1]", "seed=1",
+             f"+ablation={arm}", "trainer.max_epochs=2", "trainer.limit_train_batches=2",
+             "trainer.check_val_every_n_epoch=1"],
+            sweep / arm / "seed1", data_dir,
+        )
+        train(cfg)
+    return sweep

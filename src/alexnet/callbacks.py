@@ -10,6 +10,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from alexnet.parallel import data_parallel
+
 
 class ImageThroughput(L.Callback):
     """Logs ``train/img_per_s``: images per second of wall time over the training steps (data
@@ -35,7 +37,7 @@ class ImageThroughput(L.Callback):
         now = time.perf_counter()
         seconds = now - (self._last or now)
         self._last = now
-        count = len(batch[1]) * trainer.world_size
+        count = len(batch[1]) * data_parallel(trainer)[0]  # the global batch's images
         self.images += count
         self.seconds += seconds
         self._epoch_images += count
@@ -52,7 +54,8 @@ class ImageThroughput(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._epoch_seconds > 0:
-            pl_module.log("train/epoch_img_per_s", self._epoch_images / self._epoch_seconds)
+            pl_module.log("train/epoch_img_per_s", self._epoch_images / self._epoch_seconds,
+                          sync_dist=True)  # every process measures the same global rate
 
     @property
     def images_per_second(self) -> float | None:
@@ -86,6 +89,13 @@ class MetricHistory(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._record(trainer)
+
+    # Kept in checkpoints, so that a resumed run's summary.json has every epoch's row.
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": [dict(row) for row in self.history]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = [dict(row) for row in state_dict.get("history", [])]
 
     def best(self) -> dict[str, float]:
         best: dict[str, float] = {}

@@ -13,8 +13,10 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from alexnet.optim import build_optimizer
+from alexnet.speed import check_compile, to_layout
 
 CONFIG_KEY = "alexnet_config"  # where a checkpoint keeps the resolved training configuration
+LAYOUT_KEY = "alexnet_parallel_layout"  # and the parallel layout that wrote it (parallel.describe)
 
 
 class TopKError(MulticlassAccuracy):
@@ -33,6 +35,11 @@ class ImageClassifier(L.LightningModule):
     Logs ``{train,val,test}/loss``, ``*/top1_err``, ``*/top5_err``; a test batch of shape
     (B, 10, C, H, W) is the paper's 10-crop evaluation (softmax averaged over the patches,
     Sec. 4.1) and logs under ``test10/``.
+
+    Speed switches (``speed.*`` in ``conf/train.yaml``, see ``alexnet.speed``): with
+    ``channels_last`` the network's weights and every input batch are in the NHWC memory layout
+    (else NCHW); ``compile`` (None, or a torch.compile mode) compiles the network in place, so
+    that its parameters and checkpoints keep their names. Neither changes the function computed.
     """
 
     def __init__(
@@ -42,8 +49,16 @@ class ImageClassifier(L.LightningModule):
         scheduler: Callable[..., Any] | None = None,
         scheduler_monitor: str = "val/top1_err",
         num_classes: int | None = None,
+        channels_last: bool = False,
+        compile: str | bool | None = None,
     ) -> None:
         super().__init__()
+        self.channels_last = bool(channels_last)
+        self.compile_mode = check_compile(compile)
+        if self.channels_last:  # 4-d weights only; fc layers have no layout to change
+            net = net.to(memory_format=torch.channels_last)
+        if self.compile_mode is not None:
+            net.compile(mode=self.compile_mode)
         self.net = net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -62,12 +77,14 @@ class ImageClassifier(L.LightningModule):
         self.losses = nn.ModuleDict({s: MeanMetric() for s in ("val", "test", "test10")})
 
     run_config: dict[str, Any] | None = None  # the resolved configuration, kept in checkpoints
+    parallel_layout: dict[str, Any] | None = None  # processes, replicas, columns (parallel.py)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CONFIG_KEY] = self.run_config
+        checkpoint[LAYOUT_KEY] = self.parallel_layout
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        return self.net(to_layout(x, self.channels_last))
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
@@ -75,7 +92,8 @@ class ImageClassifier(L.LightningModule):
         loss = F.cross_entropy(logits, y)
         self.metrics["train_top1"](logits, y)
         self.metrics["train_top5"](logits, y)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        # sync_dist: the mean over the processes, i.e. the global batch's loss in any layout.
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("train/top1_err", self.metrics["train_top1"], on_step=False, on_epoch=True)
         self.log("train/top5_err", self.metrics["train_top5"], on_step=False, on_epoch=True)
         return loss

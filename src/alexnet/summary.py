@@ -5,6 +5,8 @@ Its keys: ``task``, ``status``, ``final`` and ``best`` (metrics under their logg
 ``history`` (one row per epoch), ``num_params``, ``num_classes``, ``ablations`` (names, claims and
 changed keys), ``seed``, ``git`` (commit and dirty flag, when available), ``wall_time_s``,
 ``img_per_s``, ``checkpoints``, ``environment`` and ``config`` (the resolved configuration).
+A training run adds ``slurm_job_id``, ``resumed_from`` (when it resumed a checkpoint), and when it
+stopped early ``stopped`` and ``resume`` (interrupted) or ``diverged`` (see alexnet.resilience).
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ def build_summary(
     output_dir: Path,
     train_config: dict[str, Any] | None = None,
     error: BaseException | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     # The last epoch's metrics, then whatever ran after it (the test) on top.
     final = {k: v for k, v in (history.history[-1] if history.history else {}).items() if "/" in k}
@@ -107,16 +110,19 @@ def build_summary(
         "environment": environment(),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    if error is not None:
+    if error is not None and summary["status"] in ("failed", "diverged"):
         summary["error"] = f"{type(error).__name__}: {' '.join(str(error).split())}"
+    # An early stop's own record (alexnet.resilience): where it stopped, how it diverged.
+    summary.update(getattr(error, "fields", None) or {})
+    summary.update(extra or {})
     if train_config is not None:
         summary["train_config"] = train_config
     return summary
 
 
 def _status(trainer: L.Trainer, error: BaseException | None) -> str:
-    if error is not None:
-        return "failed"
+    if error is not None:  # interrupted, diverged (alexnet.resilience) or failed
+        return getattr(error, "status", "failed")
     return "interrupted" if trainer.interrupted else "completed"
 
 
@@ -134,8 +140,15 @@ def _study(cfg: DictConfig) -> dict[str, Any] | None:
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
     """Write atomically: a reader never sees a half-written record."""
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    tmp.replace(path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(json.dumps(summary, indent=2, default=str) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written record behind
+        raise
 
 
 def read_summary(path: str | os.PathLike) -> dict[str, Any]:

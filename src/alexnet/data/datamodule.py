@@ -10,6 +10,8 @@ transfer (``on_after_batch_transfer``), on the GPU when there is one.
 
 from __future__ import annotations
 
+import functools
+import os
 import warnings
 from collections import deque
 from pathlib import Path
@@ -18,12 +20,16 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from alexnet.data import prepared, synthetic
 from alexnet.data.prepared import DataError
 from alexnet.data.presets import Preset
+from alexnet.data.resume import KeyedBatch, ResumableBatches, resume_position
+from alexnet.data.resume import geometry as keyed_geometry
+from alexnet.data.sampling import EpochOrder, GlobalBatchSampler
 
 CROP_MODES = ("random", "center", "none")
 SOURCES = ("imagenet", "imagefolder", "cifar10")
@@ -147,7 +153,12 @@ class PreparedImages(Dataset):
         order = np.sort(np.asarray(indices, dtype=np.int64))
         rows = self.rows[order].tolist()
         size = self.crop_size
-        geometry = self.geometry(len(rows))
+        if isinstance(indices, KeyedBatch):  # training: drawn from (seed, epoch, image) alone
+            geometry = keyed_geometry(order, indices.seed, indices.epoch,
+                                      self.image_size - self.crop_size,
+                                      random_crop=self.crop == "random", flip=self.flip)
+        else:
+            geometry = self.geometry(len(rows))
         shape = (len(rows), size, size, 3)
         if get_worker_info() is None:
             images = torch.empty(shape, dtype=torch.uint8)
@@ -202,6 +213,7 @@ class PreparedDataModule(L.LightningDataModule):
         ten_crop: bool = False,
         scale: float = 1.0,
         pin_memory: bool = True,
+        shuffle_seed: int = 0,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -222,6 +234,7 @@ class PreparedDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        self.shuffle_seed = shuffle_seed  # the training order's seed (the run's seed)
         self.crop, self.flip = crop, flip
         self.pca = dict(pca_jitter=pca_jitter, pca_std=pca_std, pca_convention=pca_convention)
         self.mean_mode = mean
@@ -304,19 +317,40 @@ class PreparedDataModule(L.LightningDataModule):
 
     # -- loaders ---------------------------------------------------------------------------
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        # batch_size is the global batch: each data-parallel replica reads its slice of every
+        # global batch, in an order that depends on (shuffle_seed, epoch) only (sampling.py).
+        replicas, rank = self._replica()
+        order = EpochOrder(len(dataset), shuffle=shuffle, seed=self.shuffle_seed)
+        # Training batches carry their (seed, epoch) and can skip what a resumed run has seen.
+        sampler_class = ResumableBatches if shuffle else GlobalBatchSampler
+        batches = sampler_class(order, batch_size, replicas=replicas, rank=rank,
+                                     drop_last=shuffle and len(dataset) > batch_size)
+        worker_init = None
+        if int(os.environ.get("PL_SEED_WORKERS", 0)):
+            # Lightning seeds workers by global rank; the replica's rank instead, so that the two
+            # column processes of one replica (trainer=model_parallel) crop alike.
+            worker_init = functools.partial(pl_worker_init_function, rank=rank)
         return DataLoader(
             dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle and len(dataset) > batch_size,
+            batch_sampler=batches,
             num_workers=self.num_workers,
             collate_fn=keep_batch,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
+            worker_init_fn=worker_init,
         )
 
+    def _replica(self) -> tuple[int, int]:
+        """(replicas, rank) of data parallelism: what the trainer's strategy says, else (1, 0)."""
+        strategy = getattr(getattr(self, "trainer", None), "strategy", None)
+        kwargs = getattr(strategy, "distributed_sampler_kwargs", None) or {}
+        return int(kwargs.get("num_replicas", 1) or 1), int(kwargs.get("rank", 0))
+
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
+        loader = self._loader(self.train_set, self.batch_size, shuffle=True)
+        # A resumed run starts in the epoch it was interrupted in, after the batches it trained.
+        loader.batch_sampler.resume_at(*resume_position(getattr(self, "trainer", None)))
+        return loader
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, self.eval_batch_size, shuffle=False)

@@ -1,0 +1,290 @@
+"""Bad input, as a table: mistakes on the command line and in the configs, broken image folders and
+prepared datasets, unusable checkpoints, signals and diverging numbers. Each must print exactly
+one line, exit with its documented status (README, "Exit statuses"), and leave nothing behind that
+looks like a result: no completed summary.json, no checkpoint of a run that never trained, no
+prepared dataset that looks complete.
+
+The cases run in-process through the entry points' own wrapper (``reports_user_errors``), except
+the one that Hydra itself meets first (an unwritable log directory), which runs the real command.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, TINY, compose_config
+from omegaconf import OmegaConf
+
+from alexnet.run import evaluate, reports_user_errors, train
+
+EXAMPLE_ROOT = "/path/to/images"
+
+
+class Evil:
+    """Unpickling this would create a file: a stand-in for code in a checkpoint from elsewhere."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.marker,))
+
+
+@dataclass
+class Case:
+    id: str
+    entry: str  # train | eval | prepare
+    args: list[str]
+    line: str  # the one line, with {tmp} (the case's directory) and {out} (its run directory)
+    code: int
+    setup: Callable[[Path, Path], None] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    stream: str = "err"
+
+
+def _tiny_config(tmp: Path, data_dir: Path, *overrides: str) -> dict:
+    cfg = compose_config("train", [*TINY, *overrides], tmp / "other", data_dir)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def _save(path: Path, obj: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(obj, path)
+
+
+def _prepared_copy(tmp: Path, data_dir: Path) -> Path:
+    """A copy of the tiny built-in dataset's prepared directory (drawn by the session)."""
+    cfg = compose_config("train", TINY, tmp / "x", data_dir)
+    source = Path(cfg.data.prepared_dir)
+    if not source.is_dir():
+        from hydra.utils import instantiate
+
+        instantiate(cfg.data).prepare_data()
+    target = tmp / "prepared"
+    target.mkdir()
+    for item in source.iterdir():
+        (target / item.name).write_bytes(item.read_bytes())
+    return target
+
+
+def _images(tmp: Path, classes: dict[str, int]) -> None:
+    from PIL import Image
+
+    for name, count in classes.items():
+        folder = tmp / "images" / name
+        folder.mkdir(parents=True)
+        for k in range(count):
+            Image.new("RGB", (40, 30), (k * 40, 90, 200)).save(folder / f"{k}.jpg")
+
+
+PREP = ["data.image_size=80", "data.crop_size=67"]
+CASES = [
+    # -- the command line and the configs ------------------------------------------------------
+    Case("negative_lr", "train", ["optimizer.lr=-0.1"],
+         "error: invalid configuration: optimizer.lr must be >= 0, got -0.1", 2),
+    Case("momentum_one", "train", ["optimizer.momentum=1.0"],
+         "error: invalid configuration: optimizer.momentum must be in [0, 1), got 1.0", 2),
+    Case("zero_epochs", "train", ["trainer.max_epochs=0"],
+         "error: invalid configuration: trainer.max_epochs must be at least 1 (or -1 with "
+         "trainer.max_steps), got 0", 2),
+    Case("lr_not_a_number", "train", ["optimizer.lr=fast"],
+         "error: invalid configuration: optimizer.lr must be a number, got 'fast'", 2),
+    Case("unknown_nonfinite_mode", "train", ["nonfinite=ignore"],
+         "error: invalid configuration: nonfinite must be one of ['stop'], got 'ignore'", 2),
+    Case("zero_batch", "train", ["data.batch_size=0"],
+         "error: invalid configuration: data.batch_size must be at least 1, got 0", 2),
+    Case("crop_larger_than_image", "train", ["data.crop_size=99"],
+         "error: invalid configuration: data.crop_size must be between 1 and "
+         "data.image_size=80, got 99", 2),
+    Case("eval_without_checkpoint", "eval", [],
+         "error: no checkpoint given: python src/eval.py ckpt_path=PATH/TO/FILE.ckpt", 2),
+    # -- checkpoints ---------------------------------------------------------------------------
+    Case("resume_last_without_runs", "train", ["ckpt_path=last"],
+         "error: ckpt_path=last: no train run under {tmp}/logs has a checkpoints/last.ckpt to "
+         "resume from", 2),
+    Case("resume_missing_file", "train", ["ckpt_path={tmp}/gone.ckpt"],
+         "error: checkpoint to resume from not found: {tmp}/gone.ckpt", 2),
+    Case("resume_a_directory", "train", ["ckpt_path={tmp}"],
+         "error: {tmp} is not a checkpoint file", 2),
+    Case("resume_garbage", "train", ["ckpt_path={tmp}/garbage.ckpt"],
+         "error: {tmp}/garbage.ckpt is not a readable checkpoint (not a file torch.save wrote)", 2,
+         setup=lambda tmp, d: (tmp / "garbage.ckpt").write_bytes(b"not a checkpoint at all")),
+    Case("resume_truncated", "train", ["ckpt_path={tmp}/cut.ckpt"],
+         "error: {tmp}/cut.ckpt is not a readable checkpoint (PytorchStreamReader failed "
+         "reading zip archive: failed finding central directory)", 2,
+         setup=lambda tmp, d: (_save(tmp / "full.ckpt", {"w": torch.zeros(1000)}),
+                               (tmp / "cut.ckpt").write_bytes(
+                                   (tmp / "full.ckpt").read_bytes()[:900]))),
+    Case("resume_code_in_checkpoint", "train", ["ckpt_path={tmp}/evil.ckpt"],
+         "error: refused {tmp}/evil.ckpt: it needs unpickling arbitrary Python objects, which "
+         "could run code; only checkpoints of tensors and plain containers are loaded", 2,
+         setup=lambda tmp, d: _save(tmp / "evil.ckpt", {"alexnet_config": {"x": 1},
+                                                         "payload": Evil(tmp / "ran")})),
+    Case("resume_foreign_checkpoint", "train", ["ckpt_path={tmp}/foreign.ckpt"],
+         "error: {tmp}/foreign.ckpt is not a checkpoint written by src/train.py (no "
+         "alexnet_config)", 2,
+         setup=lambda tmp, d: _save(tmp / "foreign.ckpt", {"state_dict": {}})),
+    Case("resume_weights_only_checkpoint", "train", ["ckpt_path={tmp}/weights.ckpt"],
+         "error: {tmp}/weights.ckpt holds weights only (no optimizer or loop state): it cannot "
+         "be resumed; evaluate it with python src/eval.py ckpt_path={tmp}/weights.ckpt", 2,
+         setup=lambda tmp, d: _save(tmp / "weights.ckpt", {
+             "alexnet_config": _tiny_config(tmp, d), "state_dict": {}})),
+    Case("resume_other_configuration", "train", ["ckpt_path={tmp}/tanh.ckpt"],
+         "error: {tmp}/tanh.ckpt was written with another configuration (differs in "
+         "model.activation): resume with the overrides of the run that wrote it", 2,
+         setup=lambda tmp, d: _save(tmp / "tanh.ckpt", {
+             "alexnet_config": _tiny_config(tmp, d, "model.activation=tanh"),
+             "state_dict": {}, "optimizer_states": [], "loops": {}})),
+    Case("eval_missing_file", "eval", ["ckpt_path={tmp}/gone.ckpt"],
+         "error: checkpoint not found: {tmp}/gone.ckpt", 2),
+    Case("eval_code_in_checkpoint", "eval", ["ckpt_path={tmp}/evil.ckpt"],
+         "error: refused {tmp}/evil.ckpt: it needs unpickling arbitrary Python objects, which "
+         "could run code; only checkpoints of tensors and plain containers are loaded", 2,
+         setup=lambda tmp, d: _save(tmp / "evil.ckpt", {"payload": Evil(tmp / "ran")})),
+    # -- prepared datasets ---------------------------------------------------------------------
+    Case("prepared_missing", "train",
+         ["data=imagefolder", *PREP, "data.prepared_dir={tmp}/prepared"],
+         "error: prepared dataset not found: {tmp}/prepared does not exist; to prepare it: "
+         f"python src/prepare.py data=imagefolder data.root={EXAMPLE_ROOT} data.image_size=80 "
+         "data.val_fraction=0.1 data.prepared_dir={tmp}/prepared", 2),
+    Case("prepared_left_partial", "train",
+         ["data=imagefolder", *PREP, "data.prepared_dir={tmp}/prepared"],
+         "error: prepared dataset not found: {tmp}/prepared does not exist; to prepare it: "
+         f"python src/prepare.py data=imagefolder data.root={EXAMPLE_ROOT} data.image_size=80 "
+         "data.val_fraction=0.1 data.prepared_dir={tmp}/prepared", 2,
+         setup=lambda tmp, d: _prepared_copy(tmp, d).rename(tmp / "prepared.partial")),
+    Case("prepared_without_stats", "train",
+         ["data=imagefolder", *PREP, "data.prepared_dir={tmp}/prepared"],
+         "error: {tmp}/prepared is not a prepared dataset: stats.json is missing; to prepare "
+         f"it: python src/prepare.py data=imagefolder data.root={EXAMPLE_ROOT} "
+         "data.image_size=80 data.val_fraction=0.1 data.prepared_dir={tmp}/prepared", 2,
+         setup=lambda tmp, d: (_prepared_copy(tmp, d) / "stats.json").unlink()),
+    Case("prepared_corrupt_stats", "train",
+         ["data=imagefolder", *PREP, "data.prepared_dir={tmp}/prepared"],
+         "error: {tmp}/prepared/stats.json is unreadable: Expecting property name enclosed in "
+         "double quotes: line 1 column 2 (char 1); to prepare it: python src/prepare.py "
+         f"data=imagefolder data.root={EXAMPLE_ROOT} data.image_size=80 data.val_fraction=0.1 "
+         "data.prepared_dir={tmp}/prepared force=true", 2,
+         setup=lambda tmp, d: (_prepared_copy(tmp, d) / "stats.json").write_text("{oops")),
+    Case("prepared_other_image_size", "train",
+         ["data=imagefolder", "data.image_size=96", "data.crop_size=67",
+          "data.prepared_dir={tmp}/prepared"],
+         "error: {tmp}/prepared holds 80x80 images but the configuration expects 96x96: "
+         "prepare it again or set data.image_size=80; to prepare it: python src/prepare.py "
+         f"data=imagefolder data.root={EXAMPLE_ROOT} data.image_size=96 data.val_fraction=0.1 "
+         "data.prepared_dir={tmp}/prepared force=true", 2,
+         setup=lambda tmp, d: _prepared_copy(tmp, d)),
+    # -- image files ---------------------------------------------------------------------------
+    Case("images_root_missing", "prepare",
+         ["data=imagefolder", "data.root={tmp}/nowhere", "data.prepared_dir={tmp}/prepared"],
+         "error: data.root={tmp}/nowhere does not exist", 2),
+    Case("images_empty_class", "prepare",
+         ["data=imagefolder", "data.root={tmp}/images", "data.prepared_dir={tmp}/prepared"],
+         "error: class folder {tmp}/images/dog is empty: expected image files (.jpg, .jpeg, "
+         ".png, .ppm, .bmp, .pgm, .tif, .tiff, .webp)", 2,
+         setup=lambda tmp, d: (_images(tmp, {"cat": 3}), (tmp / "images" / "dog").mkdir())),
+    # -- signals and numbers: real signals to this process, real divergence --------------------
+    Case("sigterm_mid_epoch", "train", ["test=false"],
+         "interrupted at epoch 0 step 3 -> {out}; resume with: python src/train.py "
+         "ckpt_path={out}/checkpoints/last.ckpt", 128 + signal.SIGTERM,
+         env={"ALEXNET_SELF_SIGNAL": "TERM@3"}),
+    Case("sigint_mid_epoch", "train", ["test=false"],
+         "interrupted at epoch 0 step 2 -> {out}; resume with: python src/train.py "
+         "ckpt_path={out}/checkpoints/last.ckpt", 128 + signal.SIGINT,
+         env={"ALEXNET_SELF_SIGNAL": "INT@2"}),
+    Case("sigusr1_mid_epoch", "train", ["test=false"],
+         "interrupted at epoch 0 step 1 -> {out}; resume with: python src/train.py "
+         "ckpt_path={out}/checkpoints/last.ckpt", 128 + signal.SIGUSR1,
+         env={"ALEXNET_SELF_SIGNAL": "USR1@1"}),
+    Case("loss_diverges", "train", ["optimizer.lr=1e9", "test=false"],
+         "diverged at epoch 0 step 1 (training loss nan) -> {out}", 3),
+]
+
+
+def _prepare_main() -> Callable:
+    spec = importlib.util.spec_from_file_location("prepare_entry", ROOT / "src" / "prepare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main.__wrapped__  # the function under @hydra.main: reports_user_errors(...)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture,
+                   monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp, out = tmp_path, tmp_path / "logs" / "run"
+    if case.setup is not None:
+        case.setup(tmp, data_dir)
+    capsys.readouterr()
+    for key, value in case.env.items():
+        monkeypatch.setenv(key, value)
+    args = [a.format(tmp=tmp) for a in case.args]
+    config = {"train": "train", "eval": "eval", "prepare": "prepare"}[case.entry]
+    base = TINY if case.entry == "train" else ["progress=false"] if case.entry == "prepare" else []
+    if "data=imagefolder" in args and case.entry == "train":  # no generator settings there
+        base = [a for a in TINY if not a.startswith(("data.train_per", "data.val_per"))]
+    cfg = compose_config(config, [*base, f"paths.log_dir={tmp}/logs", *args], out, data_dir)
+    run = {"train": reports_user_errors(train), "eval": reports_user_errors(evaluate),
+           "prepare": _prepare_main()}[case.entry]
+    with pytest.raises(SystemExit) as stopped:
+        run(cfg)
+    captured = capsys.readouterr()
+    text = captured.err if case.stream == "err" else captured.out
+    lines = [line for line in text.splitlines() if line.strip()]
+    expected = case.line.format(tmp=tmp, out=out)
+    if case.code == 2:  # a mistake found before any work: that line and nothing else
+        assert len(lines) == 1, lines
+    assert lines, text
+    assert lines[-1] == expected
+    assert stopped.value.code == case.code
+    assert "Traceback" not in captured.err
+    _assert_nothing_looks_like_a_result(tmp, out, case)
+
+
+def _assert_nothing_looks_like_a_result(tmp: Path, out: Path, case: Case) -> None:
+    for path in tmp.rglob("summary.json"):
+        assert json.loads(path.read_text())["status"] != "completed", path
+    assert not (tmp / "ran").exists()  # the checkpoint's code never ran
+    assert not (tmp / "prepared" / "stats.json").exists() or case.id.startswith("prepared_")
+    ckpts = sorted(p.name for p in out.rglob("*.ckpt")) if out.exists() else []
+    if case.code > 128:  # an interrupted run keeps exactly the checkpoint to resume from
+        assert ckpts == ["last.ckpt"]
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["status"] == "interrupted"
+        assert summary["resume"]["checkpoint"] == str(out / "checkpoints" / "last.ckpt")
+    else:
+        assert ckpts == [], ckpts
+    if case.code == 3:
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["status"] == "diverged" and summary["diverged"]["step"] == 1
+    assert not list(tmp.rglob(".*.partial"))  # no half-written checkpoint
+
+
+def test_unwritable_log_directory(tmp_path: Path, data_dir: Path) -> None:
+    """Met by Hydra before the run starts: one line, exit status 1, nothing written."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "src" / "train.py"), f"paths.log_dir={blocker}/logs",
+         f"paths.data_dir={data_dir}"], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: cannot write the run directory {blocker}/logs/train/runs/")
+    assert line.endswith(": Not a directory"), line
+    assert list(tmp_path.iterdir()) == [blocker]
+
+
+def test_the_table_is_large_enough() -> None:
+    assert len(CASES) + 1 >= 20
+    assert np.unique([c.entry for c in CASES]).size == 3

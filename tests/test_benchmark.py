@@ -1,0 +1,90 @@
+"""src/benchmark.py at tiny scale: it runs, prints its table and writes JSON with every field; its
+baseline network computes the same function as the project's."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT
+
+from alexnet.benchmark import autocast_dtype, stock_net
+from alexnet.models import AlexNet
+
+ROW_FIELDS = {"img_per_s", "step_ms", "flops_per_s", "peak_memory_mb", "rounds", "mfu"}
+E2E_FIELDS = {"name", "overrides", "img_per_s", "epochs", "wall_s", "status"}
+RATIOS = {"fast_vs_baseline", "lightning_vs_bare_loop", "lightning_vs_baseline",
+          "end_to_end_fast_vs_off", "end_to_end_vs_model_only", "lrn_fast_vs_stock"}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path]:
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "WANDB_SILENT": "true"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "src" / "benchmark.py"), "--tiny", "--epochs", "1",
+         "--json", str(out), "trainer.accelerator=cpu"],
+        capture_output=True, text=True, timeout=240, env=env, cwd=out.parent)
+    return proc, out
+
+
+def test_tiny_benchmark_writes_every_field(tiny_run) -> None:
+    proc, out = tiny_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert set(result) == {"environment", "config", "flops_per_image", "matmul_peak_flops",
+                           "compile_s", "model_only", "end_to_end", "lrn", "ratios", "profile"}
+    assert result["environment"]["device"] == "cpu" and result["environment"]["gpu"] is None
+    assert result["config"]["batch_size"] == 4 and result["config"]["crop_size"] == 67
+    assert result["flops_per_image"] > 1e8
+    assert result["matmul_peak_flops"]["float32"] > 0
+    assert result["matmul_peak_flops"]["bfloat16"] is None  # float32 on the CPU: not used
+    assert result["compile_s"] is None  # speed.compile is off by default
+    assert set(result["model_only"]) == {"baseline", "fast", "lightning"}
+    for row in result["model_only"].values():
+        assert set(row) == ROW_FIELDS
+        assert row["img_per_s"] > 0 and 0 < row["mfu"] and row["peak_memory_mb"] is not None
+        assert row["flops_per_s"] == pytest.approx(row["img_per_s"] * result["flops_per_image"])
+    for name in ("fast", "off"):
+        run = result["end_to_end"][name]
+        assert set(run) == E2E_FIELDS and run["status"] == "completed" and run["img_per_s"] > 0
+    assert "model.lrn_impl=torch" in result["end_to_end"]["off"]["overrides"]
+    assert set(result["ratios"]) == RATIOS
+    assert all(value > 0 for value in result["ratios"].values())
+    lrn = result["lrn"]
+    assert lrn["shape"] == [2, 96, 13, 13] and lrn["max_abs_diff"] < 1e-4
+    assert lrn["max_grad_abs_diff"] < 1e-4
+    assert result["profile"] and {"op", "ms_per_step", "share"} <= set(result["profile"][0])
+    for line in ("plain loop, stock torch.nn", "fast path, Lightning module", "ratios",
+                 "where a fast step's time goes"):
+        assert line in proc.stdout
+
+
+def test_bad_switch_gives_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "src" / "benchmark.py"), "--tiny", "speed.channels_last=2"],
+        capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: speed.channels_last must be true or false, got 2")
+
+
+def test_stock_baseline_is_the_same_network() -> None:
+    """The baseline's stock nn.LocalResponseNorm (per column, alpha * n) computes the paper net's
+    LRN: equal outputs. (Its nn.Dropout is PyTorch's inverted dropout: the same work in training,
+    another scaling at test time, so dropout is off here.)"""
+    torch.manual_seed(0)
+    net = AlexNet(10, crop_size=67, init="kaiming", dropout=0.0).eval()
+    stock = stock_net(net).eval()
+    assert not any(type(m).__module__.startswith("alexnet.models") for m in stock.modules()
+                   if m is not stock)
+    x = torch.randn(2, 3, 67, 67)
+    torch.testing.assert_close(stock(x), net(x), rtol=1e-5, atol=1e-5)
+    assert autocast_dtype("bf16-mixed") == torch.bfloat16
+    assert autocast_dtype("32-true") is None
