@@ -147,3 +147,16 @@ def test_ten_crop_batches_average_softmax() -> None:
     probs = torch.softmax(net(x.flatten(0, 1)), 1).view(2, 10, 3).mean(1)
     expected = (probs.argmax(1) != y).float().mean()
     assert module.metrics["test10_top1"].compute() == pytest.approx(expected.item())
+
+
+def test_testing_an_earlier_best_checkpoint_keeps_every_epoch(tmp_path: Path,
+                                                              data_dir: Path) -> None:
+    # The best checkpoint is the first epoch's; restoring it for the test must not cut the
+    # history back to that epoch.
+    cfg = compose_config("train", [*TINY, "trainer.max_epochs=3", "test=true",
+                                   "callbacks.model_checkpoint.monitor=epoch",
+                                   "callbacks.model_checkpoint.mode=min"], tmp_path, data_dir)
+    summary = train(cfg)
+    assert summary["checkpoints"]["best"].endswith("epoch_000.ckpt")
+    assert [row["epoch"] for row in summary["history"]] == [0, 1, 2]
+    assert "test/top1_err" in summary["final"]

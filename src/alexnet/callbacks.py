@@ -94,8 +94,14 @@ class MetricHistory(L.Callback):
     def state_dict(self) -> dict[str, Any]:
         return {"history": [dict(row) for row in self.history]}
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._stage = stage
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.history = [dict(row) for row in state_dict.get("history", [])]
+        # Only a resumed fit takes the checkpoint's rows: testing the best checkpoint after
+        # training restores callbacks too, and must not cut the epochs that came after it.
+        if getattr(self, "_stage", "fit") == "fit":
+            self.history = [dict(row) for row in state_dict.get("history", [])]
 
     def best(self) -> dict[str, float]:
         best: dict[str, float] = {}
