@@ -18,7 +18,8 @@ import torch
 from conftest import ROOT, TINY, compose_config
 
 from alexnet import summary as summary_module
-from alexnet.resilience import mix_seed, read_checkpoint, rng_states, set_rng_states
+from alexnet.checkpoints import read_checkpoint
+from alexnet.resilience import mix_seed, rng_states, set_rng_states
 from alexnet.run import train
 
 # Three epochs of five batches, two loader workers, and a plateau schedule that divides the
@@ -204,16 +205,16 @@ def test_a_resumed_epoch_skips_the_batches_it_trained_on() -> None:
 def test_a_checkpoint_on_a_full_disk_keeps_the_previous_one(tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch
                                                              ) -> None:
-    from alexnet import resilience
+    from alexnet import checkpoints
 
-    io, path = resilience.AtomicCheckpointIO(), tmp_path / "checkpoints" / "last.ckpt"
+    io, path = checkpoints.AtomicCheckpointIO(), tmp_path / "checkpoints" / "last.ckpt"
     io.save_checkpoint({"step": torch.tensor(1)}, path)
 
     def full(obj: object, f: object) -> None:
         f.write(b"half a checkpoint")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(resilience.torch, "save", full)
+    monkeypatch.setattr(checkpoints.torch, "save", full)
     with pytest.raises(OSError, match="No space left"):
         io.save_checkpoint({"step": torch.tensor(2)}, path)
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
@@ -221,7 +222,7 @@ def test_a_checkpoint_on_a_full_disk_keeps_the_previous_one(tmp_path: Path,
 
 
 def test_finding_the_checkpoint_to_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from alexnet.resilience import find_last_checkpoint, find_requeued_checkpoint
+    from alexnet.checkpoints import find_last_checkpoint, find_requeued_checkpoint
 
     runs = tmp_path / "train" / "runs"
     for name, job in (("old", "41"), ("new", "42"), ("other", "43")):

@@ -1,5 +1,5 @@
-"""Long runs that survive: exact resume, preemption by signals, non-finite losses, and the safe
-loading of checkpoints.
+"""Long runs that survive: exact resume, preemption by signals, non-finite losses, and the one
+line every run ends with (checkpoint files themselves: :mod:`alexnet.checkpoints`).
 
 What makes a resumed run equal to an uninterrupted one:
 
@@ -21,14 +21,11 @@ Exit statuses (README, "Long runs"): 0 completed, 1 failed (a crash, an unwritab
 from __future__ import annotations
 
 import os
-import pickle
 import random
-import shlex
 import signal
 import subprocess
 import sys
 import threading
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +35,16 @@ import torch
 from hydra.experimental.callback import Callback
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics import Metric
+
+from alexnet.checkpoints import LAST, slurm_job_id
 
 EXIT_FAILED = 1
 EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 3
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 NONFINITE_MODES = ("stop",)
-LAST = "last.ckpt"
 # Test hook, documented in README ("Long runs"): ALEXNET_SELF_SIGNAL=TERM@5 makes the run send
 # itself SIGTERM after its 5th optimizer step, so that tests interrupt a real process at an exact
 # position. Unset in normal use.
@@ -359,100 +356,6 @@ def _parse_self_signal(value: str | None) -> tuple[int, int] | None:
     return int(getattr(signal, "SIG" + name.upper().removeprefix("SIG"))), int(step)
 
 
-# -- checkpoints ------------------------------------------------------------------------------
-def find_last_checkpoint(log_dir: str | os.PathLike, task_name: str,
-                         own_dir: str | os.PathLike) -> Path | None:
-    """``ckpt_path=last``: this run directory's own ``last.ckpt`` (a study's fixed directories),
-    else the newest ``last.ckpt`` of the task's runs under ``log_dir``."""
-    own = Path(own_dir) / "checkpoints" / LAST
-    if own.is_file():
-        return own
-    found = list((Path(log_dir) / task_name).glob(f"*/*/checkpoints/{LAST}"))
-    found += list((Path(log_dir) / task_name).glob(f"*/*/*/checkpoints/{LAST}"))
-    return max(found, key=lambda p: p.stat().st_mtime, default=None)
-
-
-def slurm_job_id() -> str | None:
-    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
-    if array_job:
-        return f"{array_job}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
-    return os.environ.get("SLURM_JOB_ID")
-
-
-def find_requeued_checkpoint(log_dir: str | os.PathLike, task_name: str) -> Path | None:
-    """A requeued SLURM job (SLURM_RESTART_COUNT >= 1): the newest ``last.ckpt`` written by an
-    earlier run of the same job, as its summary.json records, else None."""
-    import json
-
-    job = slurm_job_id()
-    if not job or int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) < 1:
-        return None
-    found = []
-    for summary in (Path(log_dir) / task_name).glob("**/summary.json"):
-        try:
-            record = json.loads(summary.read_text())
-        except (OSError, ValueError):
-            continue
-        last = summary.parent / "checkpoints" / LAST
-        if record.get("slurm_job_id") == job and last.is_file():
-            found.append(last)
-    return max(found, key=lambda p: p.stat().st_mtime, default=None)
-
-
-class CheckpointRefused(Exception):
-    """A checkpoint that cannot be used: one line says why."""
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``: tensors and plain containers only, so a file
-    from elsewhere cannot run code. CheckpointRefused with the reason otherwise."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointRefused(f"checkpoint not found: {path}")
-    if not path.is_file():
-        raise CheckpointRefused(f"{path} is not a checkpoint file")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError,
-            zipfile.BadZipFile) as err:
-        if "Unsupported global" in str(err):  # a real pickle that names code to call
-            raise CheckpointRefused(
-                f"refused {path}: it needs unpickling arbitrary Python objects, which could run "
-                "code; only checkpoints of tensors and plain containers are loaded"
-            ) from None
-        reason = ("not a file torch.save wrote" if isinstance(err, pickle.UnpicklingError)
-                  else _first_line(err).split(". ")[0])
-    raise CheckpointRefused(f"{path} is not a readable checkpoint ({reason})")
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
-
-
-def resume_command(ckpt: str | os.PathLike, overrides: list[str]) -> str:
-    """The command that resumes a run: its own overrides, and the checkpoint."""
-    kept = [o for o in overrides if not o.startswith(("ckpt_path=", "+ckpt_path="))]
-    args = " ".join(shlex.quote(o) for o in [*kept, f"ckpt_path={ckpt}"])
-    return f"python src/train.py {args}"
-
-
-def config_differences(before: dict[str, Any], now: dict[str, Any],
-                       sections: tuple[str, ...] = ("model", "data", "optimizer", "scheduler"),
-                       ignore: tuple[str, ...] = ()) -> list[str]:
-    """Keys of ``sections`` whose values differ: what a resumed run may not change (the data's
-    loader settings, and the keys in ``ignore``, excepted)."""
-    from alexnet.study import flatten_config
-
-    free = ("data.num_workers", "data.pin_memory", "data.eval_batch_size", "data.prepared_dir",
-            "data.ten_crop", *ignore)
-    a = {k: v for k, v in flatten_config({s: before.get(s) for s in sections}).items()
-         if not k.startswith(free)}
-    b = {k: v for k, v in flatten_config({s: now.get(s) for s in sections}).items()
-         if not k.startswith(free)}
-    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-
-
 def final_line(summary: dict[str, Any]) -> str:
     """The one line every run ends with: status, headline metrics, run directory (and for an
     interrupted run, the command that resumes it)."""
@@ -532,25 +435,3 @@ def config_problems(cfg: DictConfig) -> list[str]:
     if ckpt is not None and not isinstance(ckpt, str):
         problems.append(f"ckpt_path must be a path or last, got {ckpt!r}")
     return problems
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints written whole or not at all: into a hidden file beside the target, synced, then
-    renamed over it. (Lightning's own writer stages the file in the system's temporary directory
-    and moves it, which is a copy, not a rename, when that is another file system.) A full disk
-    leaves the previous checkpoint as it was, and no partial file."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
-                        storage_options: Any | None = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise

@@ -28,25 +28,27 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from alexnet import parallel
 from alexnet.ablation import applied_ablations
 from alexnet.callbacks import ImageThroughput, MetricHistory
+from alexnet.checkpoints import (
+    AtomicCheckpointIO,
+    CheckpointRefused,
+    config_differences,
+    find_last_checkpoint,
+    find_requeued_checkpoint,
+    read_checkpoint,
+    resume_command,
+    slurm_job_id,
+)
 from alexnet.claims import paper_comparison
 from alexnet.data.prepared import DataError
 from alexnet.module import CONFIG_KEY, LAYOUT_KEY, ImageClassifier
 from alexnet.resilience import (
-    AtomicCheckpointIO,
-    CheckpointRefused,
     Interrupted,
     RunGuard,
     RunStopped,
     StopRequest,
-    config_differences,
     config_problems,
     final_line,
-    find_last_checkpoint,
-    find_requeued_checkpoint,
-    read_checkpoint,
     requeue_slurm_job,
-    resume_command,
-    slurm_job_id,
     under_slurm,
 )
 from alexnet.speed import speed_options

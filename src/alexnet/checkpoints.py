@@ -1,0 +1,140 @@
+"""Checkpoint files: written whole or not at all, read without running code, found again.
+
+- :class:`AtomicCheckpointIO`: a checkpoint is written into a hidden file beside its target,
+  synced and renamed over it, so no partial file is ever taken for a good one.
+- :func:`read_checkpoint`: ``torch.load(weights_only=True)``; a file that would need unpickling
+  arbitrary objects, a truncated one or a foreign one is refused with one line
+  (:class:`CheckpointRefused`).
+- Resuming: :func:`find_last_checkpoint` (``ckpt_path=last``), :func:`find_requeued_checkpoint`
+  (a requeued SLURM job), :func:`config_differences` (what a resumed run may not change) and
+  :func:`resume_command`.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shlex
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+LAST = "last.ckpt"  # the run's whole state, for ckpt_path=last
+
+
+def find_last_checkpoint(log_dir: str | os.PathLike, task_name: str,
+                         own_dir: str | os.PathLike) -> Path | None:
+    """``ckpt_path=last``: this run directory's own ``last.ckpt`` (a study's fixed directories),
+    else the newest ``last.ckpt`` of the task's runs under ``log_dir``."""
+    own = Path(own_dir) / "checkpoints" / LAST
+    if own.is_file():
+        return own
+    found = list((Path(log_dir) / task_name).glob(f"*/*/checkpoints/{LAST}"))
+    found += list((Path(log_dir) / task_name).glob(f"*/*/*/checkpoints/{LAST}"))
+    return max(found, key=lambda p: p.stat().st_mtime, default=None)
+
+
+def slurm_job_id() -> str | None:
+    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if array_job:
+        return f"{array_job}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def find_requeued_checkpoint(log_dir: str | os.PathLike, task_name: str) -> Path | None:
+    """A requeued SLURM job (SLURM_RESTART_COUNT >= 1): the newest ``last.ckpt`` written by an
+    earlier run of the same job, as its summary.json records, else None."""
+    import json
+
+    job = slurm_job_id()
+    if not job or int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) < 1:
+        return None
+    found = []
+    for summary in (Path(log_dir) / task_name).glob("**/summary.json"):
+        try:
+            record = json.loads(summary.read_text())
+        except (OSError, ValueError):
+            continue
+        last = summary.parent / "checkpoints" / LAST
+        if record.get("slurm_job_id") == job and last.is_file():
+            found.append(last)
+    return max(found, key=lambda p: p.stat().st_mtime, default=None)
+
+
+class CheckpointRefused(Exception):
+    """A checkpoint that cannot be used: one line says why."""
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``: tensors and plain containers only, so a file
+    from elsewhere cannot run code. CheckpointRefused with the reason otherwise."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointRefused(f"checkpoint not found: {path}")
+    if not path.is_file():
+        raise CheckpointRefused(f"{path} is not a checkpoint file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError,
+            zipfile.BadZipFile) as err:
+        if "Unsupported global" in str(err):  # a real pickle that names code to call
+            raise CheckpointRefused(
+                f"refused {path}: it needs unpickling arbitrary Python objects, which could run "
+                "code; only checkpoints of tensors and plain containers are loaded"
+            ) from None
+        reason = ("not a file torch.save wrote" if isinstance(err, pickle.UnpicklingError)
+                  else _first_line(err).split(". ")[0])
+    raise CheckpointRefused(f"{path} is not a readable checkpoint ({reason})")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def resume_command(ckpt: str | os.PathLike, overrides: list[str]) -> str:
+    """The command that resumes a run: its own overrides, and the checkpoint."""
+    kept = [o for o in overrides if not o.startswith(("ckpt_path=", "+ckpt_path="))]
+    args = " ".join(shlex.quote(o) for o in [*kept, f"ckpt_path={ckpt}"])
+    return f"python src/train.py {args}"
+
+
+def config_differences(before: dict[str, Any], now: dict[str, Any],
+                       sections: tuple[str, ...] = ("model", "data", "optimizer", "scheduler"),
+                       ignore: tuple[str, ...] = ()) -> list[str]:
+    """Keys of ``sections`` whose values differ: what a resumed run may not change (the data's
+    loader settings, and the keys in ``ignore``, excepted)."""
+    from alexnet.study import flatten_config
+
+    free = ("data.num_workers", "data.pin_memory", "data.eval_batch_size", "data.prepared_dir",
+            "data.ten_crop", *ignore)
+    a = {k: v for k, v in flatten_config({s: before.get(s) for s in sections}).items()
+         if not k.startswith(free)}
+    b = {k: v for k, v in flatten_config({s: now.get(s) for s in sections}).items()
+         if not k.startswith(free)}
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written whole or not at all: into a hidden file beside the target, synced, then
+    renamed over it. (Lightning's own writer stages the file in the system's temporary directory
+    and moves it, which is a copy, not a rename, when that is another file system.) A full disk
+    leaves the previous checkpoint as it was, and no partial file."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
+                        storage_options: Any | None = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
