@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from alexnet.parallel import data_parallel
+from alexnet.data.sampling import replica_of
 
 
 class ImageThroughput(L.Callback):
@@ -37,7 +37,7 @@ class ImageThroughput(L.Callback):
         now = time.perf_counter()
         seconds = now - (self._last or now)
         self._last = now
-        count = len(batch[1]) * data_parallel(trainer)[0]  # the global batch's images
+        count = len(batch[1]) * replica_of(trainer)[0]  # the global batch's images
         self.images += count
         self.seconds += seconds
         self._epoch_images += count

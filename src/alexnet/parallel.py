@@ -27,6 +27,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.nn.parallel import DistributedDataParallel
 
+from alexnet.data.sampling import replica_of
 from alexnet.models.alexnet import AlexNet
 from alexnet.models.columns import (
     COLUMNS,
@@ -162,16 +163,9 @@ def _per_parameter(value: Any) -> bool:
     return isinstance(value, torch.Tensor) and value.ndim > 0
 
 
-def data_parallel(trainer: L.Trainer | None) -> tuple[int, int]:
-    """(replicas, rank) of the data parallelism of ``trainer``'s strategy; (1, 0) for one process.
-    The two column processes of one network count as one replica."""
-    kwargs = getattr(getattr(trainer, "strategy", None), "distributed_sampler_kwargs", None) or {}
-    return int(kwargs.get("num_replicas", 1) or 1), int(kwargs.get("rank", 0))
-
-
 def describe(trainer: L.Trainer) -> dict[str, Any]:
     """The parallel layout of a run, as recorded in its checkpoints and summary.json."""
-    replicas, _ = data_parallel(trainer)
+    replicas, _ = replica_of(trainer)
     model_parallel = isinstance(trainer.strategy, ColumnParallelStrategy)
     return {
         "layout": "model_parallel" if model_parallel else "ddp" if trainer.world_size > 1
@@ -215,7 +209,7 @@ def layout_overrides(layout: dict[str, Any]) -> str:
 def check_layout(cfg: Any, trainer: L.Trainer, net: torch.nn.Module) -> list[str]:
     """The mistakes of a parallel layout, one line each naming the fix (empty when none)."""
     problems = []
-    replicas, _ = data_parallel(trainer)
+    replicas, _ = replica_of(trainer)
     if isinstance(trainer.strategy, ColumnParallelStrategy):
         if trainer.world_size % COLUMNS:
             problems.append(

@@ -39,6 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 from torchmetrics import Metric
 
 from alexnet.checkpoints import LAST, slurm_job_id
+from alexnet.data.sampling import replica_of
 
 EXIT_FAILED = 1
 EXIT_USER_ERROR = 2
@@ -215,11 +216,9 @@ class RunGuard(L.Callback):
         self._epoch_sums = state_dict.get("epoch_sums")
 
     def _reseed(self, trainer: L.Trainer) -> None:
-        # Each data-parallel replica its own stream (as alexnet.parallel.reseed_replica does);
-        # the two column processes of one replica the same.
-        from alexnet.parallel import data_parallel
-
-        replica = data_parallel(trainer)[1]
+        # Each data-parallel replica its own stream; the two column processes of one replica
+        # (trainer=model_parallel) the same, since they must crop and flip alike.
+        replica = replica_of(trainer)[1]
         torch.manual_seed(mix_seed(self.base_seed + 1_000_003 * replica, trainer.global_step))
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -241,8 +240,13 @@ class RunGuard(L.Callback):
                            loss: torch.Tensor) -> None:
         # Before backward and the optimizer step: the weights are still the last good ones.
         bad = (~torch.isfinite(loss.detach())).any().float()
-        if trainer.world_size > 1:  # every process stops together, or the others would hang
-            bad = trainer.strategy.reduce(bad, reduce_op="max")
+        if trainer.world_size > 1:
+            # One collective a step for both flags: a non-finite loss and a signal seen by any
+            # process stop every process together (the others would hang in the next one).
+            seen = torch.tensor(float(self.request.signum or 0), device=bad.device)
+            bad, seen = trainer.strategy.reduce(torch.stack([bad, seen]), reduce_op="max")
+            if int(seen) and self.request.signum is None:
+                self.request.signum = int(seen)
         if bool(bad):
             raise Diverged(
                 f"diverged: the training loss is {float(loss.detach()):g} at epoch "
@@ -260,11 +264,6 @@ class RunGuard(L.Callback):
         if self._self_signal and trainer.global_step == self._self_signal[1]:
             os.kill(os.getpid(), self._self_signal[0])
         last_batch = trainer.fit_loop.epoch_loop._num_ready_batches_reached()
-        if trainer.world_size > 1:  # a signal seen by any process stops them all, together
-            seen = torch.tensor(float(self.request.signum or 0), device=pl_module.device)
-            seen = int(trainer.strategy.reduce(seen, reduce_op="max"))
-            if seen and self.request.signum is None:
-                self.request.signum = seen
         if self.request.signum is None:
             if self.save_last and batch_idx == 0 and trainer.current_epoch > 0 and not last_batch:
                 self._save_last(trainer)

@@ -29,7 +29,7 @@ from alexnet.data.prepared import DataError
 from alexnet.data.presets import Preset
 from alexnet.data.resume import KeyedBatch, ResumableBatches, resume_position
 from alexnet.data.resume import geometry as keyed_geometry
-from alexnet.data.sampling import EpochOrder, GlobalBatchSampler
+from alexnet.data.sampling import EpochOrder, GlobalBatchSampler, replica_of
 
 CROP_MODES = ("random", "center", "none")
 SOURCES = ("imagenet", "imagefolder", "cifar10")
@@ -319,7 +319,7 @@ class PreparedDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
         # batch_size is the global batch: each data-parallel replica reads its slice of every
         # global batch, in an order that depends on (shuffle_seed, epoch) only (sampling.py).
-        replicas, rank = self._replica()
+        replicas, rank = replica_of(getattr(self, "trainer", None))
         order = EpochOrder(len(dataset), shuffle=shuffle, seed=self.shuffle_seed)
         # Training batches carry their (seed, epoch) and can skip what a resumed run has seen.
         sampler_class = ResumableBatches if shuffle else GlobalBatchSampler
@@ -339,12 +339,6 @@ class PreparedDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             worker_init_fn=worker_init,
         )
-
-    def _replica(self) -> tuple[int, int]:
-        """(replicas, rank) of data parallelism: what the trainer's strategy says, else (1, 0)."""
-        strategy = getattr(getattr(self, "trainer", None), "strategy", None)
-        kwargs = getattr(strategy, "distributed_sampler_kwargs", None) or {}
-        return int(kwargs.get("num_replicas", 1) or 1), int(kwargs.get("rank", 0))
 
     def train_dataloader(self) -> DataLoader:
         loader = self._loader(self.train_set, self.batch_size, shuffle=True)

@@ -13,6 +13,7 @@ paper's two columns, ``trainer=model_parallel``) are one replica: they read the 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import Sampler
@@ -86,3 +87,11 @@ class GlobalBatchSampler(Sampler[list[int]]):
 def _mix(seed: int, epoch: int) -> int:
     # One 63-bit seed per (seed, epoch): nearby seeds and epochs give unrelated orders.
     return (seed * 1_000_003 + epoch * 7_919 + 0x5DEECE66D) % (2**63 - 1)
+
+
+def replica_of(trainer: Any) -> tuple[int, int]:
+    """(replicas, rank) of the data parallelism of ``trainer``'s strategy (its
+    ``distributed_sampler_kwargs``); (1, 0) for one process or no trainer. The two column
+    processes of one network (``trainer=model_parallel``) count as one replica."""
+    kwargs = getattr(getattr(trainer, "strategy", None), "distributed_sampler_kwargs", None) or {}
+    return int(kwargs.get("num_replicas", 1) or 1), int(kwargs.get("rank", 0))
