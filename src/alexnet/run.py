@@ -219,6 +219,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         guard.request.restore()
     extra = _resilience_record(cfg, resume, guard, checkpoint, error)
     extra["parallel"] = module.parallel_layout  # processes, replicas, columns
+    for callback in trainer.callbacks:  # a run ended once it measured what it is for
+        if getattr(callback, "ended_early", None):
+            extra["ended_early"] = callback.ended_early
 
     summary = build_summary(
         task="train",
