@@ -28,18 +28,20 @@ def main(cfg: DictConfig) -> None:
             stats = synthetic.prepare(
                 data.prepared_dir, num_classes=data.num_classes,
                 train_per_class=data.train_per_class, val_per_class=data.val_per_class,
-                image_size=data.image_size, seed=data.seed, workers=cfg.workers,
+                test_per_class=data.get("test_per_class"), image_size=data.image_size,
+                seed=data.seed, workers=cfg.workers,
                 progress=cfg.progress,
             )
         counts = ", ".join(f"{s} {c['total']}" for s, c in stats["counts"].items())
         print(f"completed: the built-in dataset, {counts} images -> {data.prepared_dir}")
         return
     with building("cannot prepare"):
+        fractions = {k: data.get(k) for k in ("val_fraction", "test_fraction")}
         done = prepare.existing(data.prepared_dir, source, data.get("root"), data.image_size,
-                                cfg.force)
+                                cfg.force, fractions)
         if done is None:
             job = prepare.plan(source, data.get("root"), data.prepared_dir, data.image_size,
-                               data.get("val_fraction"))
+                               **fractions)
     if done is not None:
         counts = ", ".join(f"{s} {c['total']}" for s, c in done["counts"].items())
         print(f"completed: already prepared, {counts} images (force=true prepares it again) -> "

@@ -157,25 +157,26 @@ CASES = [
          ["data=imagefolder", *PREP, "data.prepared_dir={tmp}/prepared"],
          "error: prepared dataset not found: {tmp}/prepared does not exist; to prepare it: "
          f"python src/prepare.py data=imagefolder data.root={EXAMPLE_ROOT} data.image_size=80 "
-         "data.val_fraction=0.1 data.prepared_dir={tmp}/prepared", 2),
+         "data.val_fraction=0.1 data.test_fraction=0.1 data.prepared_dir={tmp}/prepared", 2),
     Case("prepared_left_partial", "train",
          ["data=imagefolder", *PREP, "data.prepared_dir={tmp}/prepared"],
          "error: prepared dataset not found: {tmp}/prepared does not exist; to prepare it: "
          f"python src/prepare.py data=imagefolder data.root={EXAMPLE_ROOT} data.image_size=80 "
-         "data.val_fraction=0.1 data.prepared_dir={tmp}/prepared", 2,
+         "data.val_fraction=0.1 data.test_fraction=0.1 data.prepared_dir={tmp}/prepared", 2,
          setup=lambda tmp, d: _prepared_copy(tmp, d).rename(tmp / "prepared.partial")),
     Case("prepared_without_stats", "train",
          ["data=imagefolder", *PREP, "data.prepared_dir={tmp}/prepared"],
          "error: {tmp}/prepared is not a prepared dataset: stats.json is missing; to prepare "
          f"it: python src/prepare.py data=imagefolder data.root={EXAMPLE_ROOT} "
-         "data.image_size=80 data.val_fraction=0.1 data.prepared_dir={tmp}/prepared", 2,
+         "data.image_size=80 data.val_fraction=0.1 data.test_fraction=0.1 "
+         "data.prepared_dir={tmp}/prepared", 2,
          setup=lambda tmp, d: (_prepared_copy(tmp, d) / "stats.json").unlink()),
     Case("prepared_corrupt_stats", "train",
          ["data=imagefolder", *PREP, "data.prepared_dir={tmp}/prepared"],
          "error: {tmp}/prepared/stats.json is unreadable: Expecting property name enclosed in "
          "double quotes: line 1 column 2 (char 1); to prepare it: python src/prepare.py "
          f"data=imagefolder data.root={EXAMPLE_ROOT} data.image_size=80 data.val_fraction=0.1 "
-         "data.prepared_dir={tmp}/prepared force=true", 2,
+         "data.test_fraction=0.1 data.prepared_dir={tmp}/prepared force=true", 2,
          setup=lambda tmp, d: (_prepared_copy(tmp, d) / "stats.json").write_text("{oops")),
     Case("prepared_other_image_size", "train",
          ["data=imagefolder", "data.image_size=96", "data.crop_size=67",
@@ -183,7 +184,7 @@ CASES = [
          "error: {tmp}/prepared holds 80x80 images but the configuration expects 96x96: "
          "prepare it again or set data.image_size=80; to prepare it: python src/prepare.py "
          f"data=imagefolder data.root={EXAMPLE_ROOT} data.image_size=96 data.val_fraction=0.1 "
-         "data.prepared_dir={tmp}/prepared force=true", 2,
+         "data.test_fraction=0.1 data.prepared_dir={tmp}/prepared force=true", 2,
          setup=lambda tmp, d: _prepared_copy(tmp, d)),
     # -- image files ---------------------------------------------------------------------------
     Case("images_root_missing", "prepare",

@@ -163,7 +163,7 @@ def test_prepared_dataset_of_another_kind_size_or_version(tiny: Path, tmp_path: 
     old.mkdir()
     stats = json.loads((tiny / "stats.json").read_text()) | {"format_version": 1}
     (old / "stats.json").write_text(json.dumps(stats))
-    with pytest.raises(DataError, match=r"version 1; this version reads .* version 2: prepare it "
+    with pytest.raises(DataError, match=r"version 1; this version reads .* version 3: prepare it "
                                         r"again; to prepare it: .* force=true"):
         PreparedDataModule(str(old), source="cifar10", image_size=SIZE,
                            crop_size=CROP).prepare_data()

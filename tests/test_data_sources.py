@@ -136,12 +136,70 @@ def test_imagefolder_holds_out_a_fraction_of_every_class(tmp_path: Path) -> None
     for label, name in enumerate(["a", "b", "c"]):
         for i in range(10):
             write_image(tmp_path / name / f"{i}.jpg", class_colour(label))
-    first = sources.find_imagefolder(tmp_path, val_fraction=0.2)
-    again = sources.find_imagefolder(tmp_path, val_fraction=0.2)
+    first = sources.find_imagefolder(tmp_path, val_fraction=0.2, test_fraction=0.0)
+    again = sources.find_imagefolder(tmp_path, val_fraction=0.2, test_fraction=0.0)
     assert first.files == again.files  # the same images every time
     assert np.bincount(first.labels["val"]).tolist() == [2, 2, 2]
     assert np.bincount(first.labels["train"]).tolist() == [8, 8, 8]
+    assert "test" not in first.files  # test_fraction=0: no test split, test/* on val
     assert not set(first.files["train"]) & set(first.files["val"])
+
+
+def test_a_tree_of_classes_alone_gives_three_disjoint_splits(tmp_path: Path) -> None:
+    for label, name in enumerate(["a", "b", "c"]):
+        for i in range(10):
+            write_image(tmp_path / "train" / name / f"{i}.jpg", class_colour(label))
+    listing = sources.find_imagefolder(tmp_path, val_fraction=0.2, test_fraction=0.1)
+    counts = {s: np.bincount(listing.labels[s]).tolist() for s in ("train", "val", "test")}
+    assert counts == {"train": [7, 7, 7], "val": [2, 2, 2], "test": [1, 1, 1]}
+    files = [set(listing.files[s]) for s in ("train", "val", "test")]
+    assert sum(map(len, files)) == 30 and len(set.union(*files)) == 30  # each image once
+    # The val split does not depend on whether a test split is held out too.
+    without = sources.find_imagefolder(tmp_path, val_fraction=0.2, test_fraction=0.0)
+    assert without.files["val"] == listing.files["val"]
+    assert listing.origins["test"].startswith("held out of train/")
+
+
+@pytest.mark.parametrize("with_val", [False, True])
+def test_imagefolder_test_folder_is_the_test_split(tmp_path: Path, with_val: bool) -> None:
+    folders = [("train", 10), ("test", 3)] + ([("val", 2)] if with_val else [])
+    for split, count in folders:
+        for label, name in enumerate(["cat", "dog"]):
+            for i in range(count):
+                write_image(tmp_path / split / name / f"{i}.jpg", class_colour(label))
+    listing = sources.find_imagefolder(tmp_path, val_fraction=0.2)
+    assert [Path(f).parts[-3] for f in listing.files["test"]] == ["test"] * 6
+    assert labels_of(listing, "test") == ["cat"] * 3 + ["dog"] * 3
+    assert listing.origins["test"] == "test/"
+    if with_val:  # train/, val/ and test/: each folder is its split, nothing held out
+        assert len(listing.files["train"]) == 20 and len(listing.files["val"]) == 4
+        assert listing.origins["val"] == "val/"
+    else:  # train/ and test/: val held out of train/ (0.2 of each class), test/ kept whole
+        assert len(listing.files["train"]) == 16 and len(listing.files["val"]) == 4
+        assert {Path(f).parts[-3] for f in listing.files["val"]} == {"train"}
+        assert listing.origins["val"].startswith("held out of train/")
+    assert not set(listing.files["train"]) & set(listing.files["val"])
+
+
+def test_imagefolder_without_test_split_says_so(tmp_path: Path) -> None:
+    for split, count in (("train", 3), ("val", 1)):
+        for label, name in enumerate(["cat", "dog"]):
+            for i in range(count):
+                write_image(tmp_path / split / name / f"{i}.jpg", class_colour(label))
+    listing = sources.find_imagefolder(tmp_path)
+    assert "test" not in listing.files  # train/ + val/ (as ILSVRC-2012): no test split
+
+
+def test_test_folder_with_other_classes_or_without_train(tmp_path: Path) -> None:
+    write_image(tmp_path / "train" / "cat" / "0.jpg")
+    write_image(tmp_path / "train" / "cat" / "1.jpg")
+    write_image(tmp_path / "test" / "dog" / "0.jpg")
+    with pytest.raises(DataError, match="train and test must have the same classes"):
+        sources.find_imagefolder(tmp_path)
+    only_test = tmp_path / "only"
+    write_image(only_test / "test" / "dog" / "0.jpg")
+    with pytest.raises(DataError, match="has test/ but no train/"):
+        sources.find_imagefolder(only_test)
 
 
 # -- CIFAR-10 -------------------------------------------------------------------------------------
@@ -162,7 +220,7 @@ def write_cifar10(folder: Path, per_batch: int = 6) -> dict[str, dict]:
     (the red plane, then green, then blue)."""
     folder.mkdir(parents=True)
     batches = {}
-    for i, name in enumerate([*cifar10.BATCHES["train"], *cifar10.BATCHES["val"]]):
+    for i, name in enumerate([*cifar10.BATCHES["train"], *cifar10.BATCHES["test"]]):
         batches[name] = cifar_batch(per_batch, i)
         (folder / name).write_bytes(pickle.dumps(batches[name], protocol=2))
     names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse",
@@ -181,20 +239,28 @@ def test_cifar10_reader(tmp_path: Path, packed: bool) -> None:
         root.mkdir()
         with tarfile.open(root / "cifar-10-python.tar.gz", "w:gz") as tar:
             tar.add(folder, "cifar-10-batches-py")
-    job = preparing.plan("cifar10", root, tmp_path / "out", 32)
+    job = preparing.plan("cifar10", root, tmp_path / "out", 32, val_fraction=0.2)
     stats = writer.write(job, workers=1, progress=False).stats
     assert stats["classes"][:3] == ["airplane", "automobile", "bird"]
-    assert stats["counts"]["train"]["total"] == 30 and stats["counts"]["val"]["total"] == 6
+    counts = {s: c["total"] for s, c in stats["counts"].items()}
+    all_labels = np.concatenate([batches[n][b"labels"] for n in cifar10.BATCHES["train"]])
+    held, _ = sources.hold_out(all_labels, 0.2)  # val: 0.2 of every class of data_batch_1-5
+    assert counts == {"train": 30 - held.sum(), "val": held.sum(), "test": 6}
+    assert stats["splits"] == {"train": "data_batch_1-5",
+                               "val": "held out of data_batch_1-5 (0.2 of each class)",
+                               "test": "test_batch"}
     images, labels = open_split(tmp_path / "out", "train")
-    first = batches["data_batch_1"]
-    assert labels[:6].tolist() == first[b"labels"]
-    row = first[b"data"][2]
+    assert labels.tolist() == all_labels[~held].tolist()
+    rows = np.concatenate([batches[n][b"data"] for n in cifar10.BATCHES["train"]])[~held]
+    row = rows[2]
     # Pixel (y, x) of image 2 is (R, G, B) = row[y*32+x], row[1024+y*32+x], row[2048+y*32+x].
     assert images[2, 5, 7].tolist() == [row[5 * 32 + 7], row[1024 + 5 * 32 + 7],
                                         row[2048 + 5 * 32 + 7]]
     val_images, val_labels = open_split(tmp_path / "out", "val")
-    assert val_labels.tolist() == batches["test_batch"][b"labels"]
-    assert val_images.shape == (6, 32, 32, 3)
+    assert val_labels.tolist() == all_labels[held].tolist()
+    test_images, test_labels = open_split(tmp_path / "out", "test")
+    assert test_labels.tolist() == batches["test_batch"][b"labels"]
+    assert test_images.shape == (6, 32, 32, 3)
 
 
 # -- bad input: one clear error naming the path and what was expected ----------------------------

@@ -13,6 +13,7 @@ import torch
 from conftest import ROOT
 from PIL import Image
 
+from alexnet.fig1_report import fig1_result
 from alexnet.figures import Loaded, fig3, fig4, image_rows, load_network, nearest_neighbours
 from alexnet.kernels import (
     colour_specificity,
@@ -22,7 +23,6 @@ from alexnet.kernels import (
     kernel_grid,
 )
 from alexnet.models import AlexNet
-from alexnet.report import fig1_result
 from alexnet.run import UserError
 from alexnet.study import epochs_to_error, load_study
 

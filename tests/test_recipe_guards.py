@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import alexnet.run as run
 from alexnet.callbacks import MetricHistory
 from alexnet.data import synthetic
-from alexnet.data.datamodule import PreparedDataModule
+from alexnet.data.datamodule import PreparedDataModule, PreparedImages
 from alexnet.models import AlexNet
 from alexnet.module import ImageClassifier
 from alexnet.summary import build_summary, read_summary, write_summary
@@ -269,8 +269,9 @@ def test_centre_patch_agrees_with_the_ten_patch_centre(image_size: int, tmp_path
     data = PreparedDataModule(str(root), image_size=image_size, crop_size=crop, num_workers=0,
                               ten_crop=True, pca_jitter=False)
     data.setup()
-    rows = list(range(len(data.val_set)))
-    centre, _ = data.network_input(data.val_set.__getitems__(rows), data.eval_preset)
+    rows = list(range(len(data.test_set)))
+    centre_set = PreparedImages(root, data.test_split, crop_size=crop)  # the same test images
+    centre, _ = data.network_input(centre_set.__getitems__(rows), data.eval_preset)
     ten, _ = data.network_input(data.test_set.__getitems__(rows), data.test_preset)
     assert centre.shape == (len(rows), 3, crop, crop) and ten.shape == (len(rows), 10, 3, crop,
                                                                          crop)

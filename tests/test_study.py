@@ -266,7 +266,7 @@ def test_fig1_chooses_each_activations_best_lr_and_the_ratio(tmp_path: Path) -> 
         # tanh: at lr 0.01 never within 6 epochs; at 0.02 exactly at epoch 5 (5.0).
         _fake_run(tmp_path, "tanh", 0.01, seed, [0.8, 0.7, 0.6, 0.5, 0.4, 0.3])
         _fake_run(tmp_path, "tanh", 0.02, seed, [0.8, 0.6, 0.5, 0.4, 0.25, 0.2])
-    from alexnet.report import fig1_result
+    from alexnet.fig1_report import fig1_result
 
     study = load_study(tmp_path)
     result = fig1_result(study)

@@ -29,9 +29,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
+from alexnet.fig1_report import FIG1_ARMS, FIG1_TARGET, fig1_result
 from alexnet.kernels import colour_specificity, column_scores, columns_of, first_conv, kernel_grid
 from alexnet.module import CONFIG_KEY
-from alexnet.report import FIG1_ARMS, FIG1_TARGET, claims_by_ablation, fig1_result
+from alexnet.report import claims_by_ablation
 from alexnet.run import UserError, building, dataset_config, load_checkpoint
 from alexnet.study import Run, StudyError, epochs_to_error, load_study, read_runs
 from alexnet.summary import git_state
@@ -76,8 +77,9 @@ class Fig1:
 def fig1_curves(paths: list[str | os.PathLike]) -> Fig1:
     """Fig. 1's curves from ``paths``: one sweep directory of a study with a ReLU (``none``) and a
     ``tanh`` arm gives each arm's runs at the learning rate the study's report chose (see
-    :func:`alexnet.report.fig1_result`); anything else (several directories, summary.json files,
-    runs of mixed settings) gives every training run found, each labelled by its arm and seed."""
+    :func:`alexnet.fig1_report.fig1_result`); anything else (several directories, summary.json
+    files, runs of mixed settings) gives every training run found, each labelled by its arm and
+    seed."""
     if not paths:
         raise UserError("no runs given: name a sweep directory or summary.json files")
     if len(paths) == 1 and Path(paths[0]).is_dir():

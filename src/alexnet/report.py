@@ -9,24 +9,21 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from statistics import fmean
 from typing import Any
 
 from alexnet.claims import load_claims
+from alexnet.fig1_report import FIG1_ARMS, FIG1_TARGET, TRAIN_ERROR, fig1_lines, fig1_result
 from alexnet.study import (
     BASELINE,
     ERRORS,
     Delta,
     Study,
     arm_errors,
-    epochs_to_error,
     load_study,
     paired_delta,
     t_interval,
 )
 
-FIG1_TARGET = 0.25  # Fig. 1: training error 25%
-FIG1_ARMS = (BASELINE, "tanh")  # ReLU (the recipe) and its tanh ablation
 _DATA_NAMES = {"SyntheticDataModule": "built-in synthetic data"}
 
 
@@ -87,6 +84,9 @@ def describe_setting(study: Study) -> str:
     epochs = f"{trainer.get('max_epochs')} epochs"
     if trainer.get("fast_dev_run"):
         epochs = "fast_dev_run (one batch: a test of the code, not a result)"
+    note = next((n for r in study.runs if (n := (r.config.get("study") or {}).get("note"))), None)
+    if note:
+        name = f"{name} ({note})"
     return (
         f"{name}: {summary.get('num_classes')} classes{counts}; "
         f"images {data.get('image_size')} px, crops {data.get('crop_size')} px; {epochs}; "
@@ -108,45 +108,6 @@ def _commits(study: Study) -> str:
     return "commits " + ", ".join(f"{c} ({n} runs)" for c, n in counts.items())
 
 
-def fig1_result(study: Study) -> dict[str, Any] | None:
-    """Fig. 1: epochs to 25% training error of ReLU (the baseline) and tanh, each at the learning
-    rate where it gets there soonest (when the study sweeps learning rates), and their ratio."""
-    if not all(study.by_arm(arm) for arm in FIG1_ARMS):
-        return None
-    chance = study.runs[0].chance_error
-    lrs = sorted({r.lr for r in study.runs}) if study.spec.get("lrs") else [None]
-    result: dict[str, Any] = {"arms": {}, "max_epochs": 0}
-    for arm in FIG1_ARMS:
-        options = []
-        for lr in lrs:
-            runs = study.by_arm(arm, lr)
-            if not runs:
-                continue
-            epochs = {s: epochs_to_error(r.history("train/top1_err"), FIG1_TARGET, chance)
-                      for s, r in runs.items()}
-            result["max_epochs"] = max(result["max_epochs"],
-                                       *(len(r.history("train/top1_err")) for r in runs.values()))
-            reached = [e for e in epochs.values() if e is not None]
-            mean = fmean(reached) if reached and len(reached) == len(epochs) else None
-            options.append({"lr": lr, "epochs": epochs, "mean": mean, "runs": runs})
-        best = min(options, key=_speed_rank)
-        result["arms"][arm] = {"options": options, "best": best}
-    relu, tanh = (result["arms"][a]["best"]["mean"] for a in FIG1_ARMS)
-    result["ratio"] = tanh / relu if relu and tanh else None
-    result["ratio_at_least"] = result["max_epochs"] / relu if relu and tanh is None else None
-    return result
-
-
-def _speed_rank(option: dict[str, Any]) -> tuple[float, int, float]:
-    """Fastest first: the mean epochs where every seed reached 25%; else the most seeds that did,
-    then the lowest final training error."""
-    reached = sum(e is not None for e in option["epochs"].values())
-    last = [r.history("train/top1_err")[-1][1] for r in option["runs"].values()
-            if r.history("train/top1_err")]
-    mean = math.inf if option["mean"] is None else option["mean"]
-    return mean, -reached, sum(last) / len(last) if last else math.inf
-
-
 def render_markdown(study: Study, claims: dict[str, dict[str, Any]]) -> str:
     lines = [f"# Ablation study `{study.name}`", "", f"**Setting.** {describe_setting(study)}.", ""]
     lines += [
@@ -159,7 +120,8 @@ def render_markdown(study: Study, claims: dict[str, dict[str, Any]]) -> str:
         lines += _delta_table(study, claims)
     fig1 = fig1_result(study)
     if fig1 is not None:
-        lines += _fig1_lines(fig1, claims, bool(study.spec.get("lrs")))
+        paper = (claims.get("tanh") or {}).get("speedup")
+        lines += fig1_lines(fig1, paper, bool(study.spec.get("lrs")))
     lines += ["", f"Runs read: {len(study.runs)} completed summary.json files below "
               f"`{study.directory.name}/`. Confidence intervals: Student t, 95%, over the "
               "seeds, each ablation's run paired with the baseline run of the same seed."]
@@ -219,42 +181,6 @@ def _delta_table(study: Study, claims: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _fig1_lines(fig1: dict[str, Any], claims: dict[str, dict[str, Any]],
-               swept: bool) -> list[str]:
-    paper = (claims.get("tanh") or {}).get("speedup")
-    lines = ["", "## Fig. 1: epochs to 25% training error, ReLU against tanh", ""]
-    if not swept:
-        lines += ["Fig. 1's measure on this study's runs: with its regularisation and one learning "
-                  "rate for both, unlike Fig. 1 (none, and each net's fastest rate; "
-                  "`experiment=study_fig1` runs that).", ""]
-    lines += ["| activation | learning rate | epochs per seed | mean | chosen |",
-              "|---|---|---|---|---|"]
-    for arm, label in zip(FIG1_ARMS, ("ReLU", "tanh"), strict=True):
-        entry = fig1["arms"][arm]
-        for option in entry["options"]:
-            per_seed = ", ".join(
-                "not reached" if e is None else f"{e:.2f}" for e in option["epochs"].values()
-            )
-            lr = "—" if option["lr"] is None else f"{option['lr']:g}"
-            chosen = "yes" if option is entry["best"] else ""
-            lines.append(f"| {label} | {lr} | {per_seed} | {_fmt(option['mean'], 2, False)} "
-                         f"| {chosen} |")
-    lines.append("")
-    if fig1["ratio"] is not None:
-        lines.append(f"tanh needs **{fig1['ratio']:.1f}×** the epochs of ReLU to reach 25% "
-                     f"training error (paper: {paper:g}× on CIFAR-10)." if paper else
-                     f"tanh needs {fig1['ratio']:.1f}× the epochs of ReLU.")
-    elif fig1["ratio_at_least"] is not None:
-        lines.append(f"tanh did not reach 25% within {fig1['max_epochs']} epochs: ReLU is at least "
-                     f"{fig1['ratio_at_least']:.1f}× faster (paper: {paper:g}×).")
-    else:
-        lines.append("ReLU did not reach 25% training error in every run: no ratio.")
-    if swept:
-        lines.append("Each activation's learning rate is the one of the study's grid that "
-                     "reaches 25% soonest on average (Fig. 1: chosen independently per net).")
-    return lines
-
-
 def render_plot(study: Study, claims: dict[str, dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -292,7 +218,7 @@ def render_plot(study: Study, claims: dict[str, dict[str, Any]], path: Path) -> 
                                      strict=True):
             best = fig1["arms"][arm]["best"]
             for i, run in enumerate(best["runs"].values()):
-                curve = run.history("train/top1_err")
+                curve = run.history(TRAIN_ERROR)
                 lr = "" if best["lr"] is None else f", lr {best['lr']:g}"
                 ax.plot([e for e, _ in curve], [100 * v for _, v in curve], color=color,
                         linestyle="-" if arm == BASELINE else "--", alpha=0.8,

@@ -368,6 +368,12 @@ def final_line(summary: dict[str, Any]) -> str:
     if summary.get("diverged"):
         d = summary["diverged"]
         head += f" at epoch {d['epoch']} step {d['step']} (training loss {d['loss']})"
+    evaluation = summary.get("evaluation")
+    if metrics and evaluation and any(k.startswith("test") for k in shown):
+        metrics += (" (test/* on the val split, which also chose "
+                    f"{' and '.join(evaluation['val_selects'])}: no independent test split)"
+                    if evaluation.get("test_independent") is False
+                    else f" (test split: {evaluation['test_split']})")
     line = f"{head}: {metrics} -> {summary['output_dir']}" if metrics else (
         f"{head} -> {summary['output_dir']}")
     if summary.get("resume"):

@@ -219,6 +219,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         guard.request.restore()
     extra = _resilience_record(cfg, resume, guard, checkpoint, error)
     extra["parallel"] = module.parallel_layout  # processes, replicas, columns
+    if cfg.get("test"):
+        extra["evaluation"] = evaluation_record(datamodule, trainer)
     for callback in trainer.callbacks:  # a run ended once it measured what it is for
         if getattr(callback, "ended_early", None):
             extra["ended_early"] = callback.ended_early
@@ -252,6 +254,32 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if error is not None:
         raise error
     return summary
+
+
+def evaluation_record(datamodule: Any, trainer: L.Trainer) -> dict[str, Any]:
+    """summary.json's ``evaluation``: the split ``test/*`` was measured on, where it came from,
+    what the val split chose, and whether the test split is independent of those choices (it is
+    not when it is the val split itself: a dataset without a test split)."""
+    test_split = datamodule.test_split
+    origins = datamodule.split_origins()
+    monitor = getattr(trainer.checkpoint_callback, "monitor", None)
+    selects = []
+    if monitor and str(monitor).startswith("val/"):
+        selects.append(f"the checkpoint tested (lowest {monitor})")
+    for config in trainer.lr_scheduler_configs:
+        if isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and str(
+                config.monitor).startswith("val/"):
+            selects.append(f"the learning-rate schedule ({config.monitor})")
+    stoppers = [c for c in trainer.callbacks if isinstance(c, L.pytorch.callbacks.EarlyStopping)
+                and str(c.monitor).startswith("val/")]
+    selects += [f"early stopping ({c.monitor})" for c in stoppers]
+    return {
+        "test_split": test_split,
+        "test_split_from": origins.get(test_split, test_split),
+        "val_split_from": origins.get("val", "val"),
+        "val_selects": selects,
+        "test_independent": test_split != "val" or not selects,
+    }
 
 
 def _resume_path(cfg: DictConfig, out: Path) -> tuple[str | None, dict[str, Any] | None]:
@@ -421,13 +449,15 @@ def dataset_config(train_cfg: DictConfig, prepared_dir: str | None = None) -> Di
         data_cfg.prepared_dir = prepared_dir
         if "_target_" in data_cfg and data_cfg._target_.endswith("SyntheticDataModule"):
             data_cfg._target_ = "alexnet.data.datamodule.PreparedDataModule"
-            for key in ("num_classes", "train_per_class", "val_per_class", "seed"):
+            for key in ("num_classes", "train_per_class", "val_per_class", "test_per_class",
+                        "seed"):
                 data_cfg.pop(key, None)
     return data_cfg
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Evaluate a checkpoint on the val split of its dataset (or ``prepared_dir``)."""
+    """Evaluate a checkpoint on the test split of its dataset (or ``prepared_dir``): ``test``,
+    or ``val`` where the dataset has none."""
     started = time.time()
     if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
         raise UserError("no checkpoint given: python src/eval.py ckpt_path=PATH/TO/FILE.ckpt")
@@ -469,6 +499,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         checkpoints={"evaluated": str(Path(cfg.ckpt_path).resolve())},
         output_dir=out,
         train_config=module.run_config,
+        extra={"evaluation": {"test_split": datamodule.test_split,
+                              "test_split_from": datamodule.split_origins().get(
+                                  datamodule.test_split, datamodule.test_split)}},
     )
     if trainer.is_global_zero:
         write_summary(out / "summary.json", summary)

@@ -92,7 +92,7 @@ class Study:
     """The runs of one sweep directory, checked to be comparable."""
 
     directory: Path
-    runs: list[Run]                       # every completed run
+    runs: list[Run]                       # every completed run (and diverged, if lrs are swept)
     incomplete: list[Run] = field(default_factory=list)   # failed or interrupted runs
     missing: list[tuple[str, Any, float | None]] = field(default_factory=list)  # (arm, seed, lr)
 
@@ -128,8 +128,12 @@ def load_study(directory: str | os.PathLike) -> Study:
     if not directory.is_dir():
         raise StudyError(f"no such sweep directory: {directory}")
     runs = read_runs(directory)
-    completed = [r for r in runs if r.status == "completed"]
-    incomplete = [r for r in runs if r.status != "completed"]
+    # In a study that sweeps learning rates (Fig. 1), a run that diverged is a result: its rate
+    # is too high. Elsewhere it is a run to look at, not a measurement.
+    sweeps_lr = any((r.config.get("study") or {}).get("lrs") for r in runs)
+    counted = ("completed", "diverged") if sweeps_lr else ("completed",)
+    completed = [r for r in runs if r.status in counted]
+    incomplete = [r for r in runs if r.status not in counted]
     if not completed:
         raise StudyError(f"none of the {len(runs)} runs below {directory} has completed")
     study = Study(directory, completed, incomplete)

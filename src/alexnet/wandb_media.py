@@ -95,8 +95,9 @@ def log_study(sweep_dir: str | os.PathLike, report_png: str | os.PathLike, *,
     import wandb
     from PIL import Image
 
+    from alexnet.fig1_report import FIG1_TARGET
     from alexnet.figures import fig1_curves, plot_fig1
-    from alexnet.report import FIG1_TARGET, claims_by_ablation
+    from alexnet.report import claims_by_ablation
     from alexnet.study import BASELINE, ERRORS, arm_errors, epochs_to_error, load_study
     from alexnet.study import paired_delta as delta
 

@@ -1,7 +1,8 @@
 """CIFAR-10 from the user's copy of its python batches (``cifar-10-batches-py/``, or the
-``cifar-10-python.tar.gz`` it comes in): ``data_batch_1`` ... ``data_batch_5`` are the training
-split, ``test_batch`` the validation split. The images stay 32 x 32 (the paper's CIFAR-10
-experiments, Sec. 3.1 and 3.3, use them at their own size)."""
+``cifar-10-python.tar.gz`` it comes in): ``test_batch`` is the test split, and a fixed fraction of
+every class of ``data_batch_1`` ... ``data_batch_5`` is held out of training as the val split that
+selects (cuda-convnet's methodology held out ``data_batch_5`` the same way). The images stay
+32 x 32 (the paper's CIFAR-10 experiments, Sec. 3.1 and 3.3, use them at their own size)."""
 
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ from typing import Any
 import numpy as np
 
 from alexnet.data.prepared import DataError
-from alexnet.data.sources import check_root
+from alexnet.data.sources import check_root, hold_out
 
 IMAGE_SIZE = 32
 FOLDER = "cifar-10-batches-py"
 ARCHIVE = "cifar-10-python.tar.gz"
-BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "val": ["test_batch"]}
+BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 META = "batches.meta"
 
 
@@ -43,7 +44,7 @@ def _unpickle(data: bytes, name: str) -> dict:
 def _locate(root: Path) -> tuple[str, Path]:
     """('dir', folder) or ('tar', archive) holding the batches."""
     for folder in (root, root / FOLDER):
-        if all((folder / b).is_file() for b in (*BATCHES["train"], *BATCHES["val"])):
+        if all((folder / b).is_file() for b in (*BATCHES["train"], *BATCHES["test"])):
             return "dir", folder
     for archive in (root / ARCHIVE, root):
         if archive.is_file() and tarfile.is_tarfile(archive):
@@ -88,11 +89,13 @@ def read_batch(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass
 class Cifar10Split:
-    """The rows of one split (a writer.RowReader); the batches are read when first needed."""
+    """The rows of one split (a writer.RowReader): ``rows`` of the concatenated batches ``names``
+    (all of them when None); the batches are read when first needed."""
 
     kind: str
     where: str
     names: list[str]
+    rows: list[int] | None = None
     _images: np.ndarray | None = None
 
     def _load(self) -> np.ndarray:
@@ -102,26 +105,41 @@ class Cifar10Split:
         return self._images
 
     def read(self, start: int, stop: int, size: int) -> tuple[np.ndarray, list[tuple[int, str]]]:
-        return self._load()[start:stop], []
+        if self.rows is None:
+            return self._load()[start:stop], []
+        return self._load()[self.rows[start:stop]], []
 
     def describe(self, row: int) -> str:
-        return f"{self.where} row {row}"
+        source = row if self.rows is None else self.rows[row]
+        return f"{self.where} row {source} of {'+'.join(self.names)}"
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_images": None}  # workers read the batches themselves
 
 
-def find_cifar10(root: str | os.PathLike | None) -> dict[str, Any]:
-    """Classes, per-split labels and readers of a CIFAR-10 copy."""
+def find_cifar10(root: str | os.PathLike | None, val_fraction: float | None = 0.1
+                 ) -> dict[str, Any]:
+    """Classes, per-split labels and readers of a CIFAR-10 copy: train and val from the five
+    training batches (``val_fraction`` of every class held out), test from ``test_batch``."""
     root = check_root(root, "CIFAR-10")
+    if val_fraction is None or not 0 < val_fraction < 1:
+        raise DataError(f"CIFAR-10's val split is held out of its training batches: set "
+                        f"data.val_fraction between 0 and 1, got {val_fraction}")
     kind, where = _locate(root)
-    files = _read_files(kind, where, [*BATCHES["train"], *BATCHES["val"], META])
-    labels, splits = {}, {}
+    files = _read_files(kind, where, [*BATCHES["train"], *BATCHES["test"], META])
+    labels, splits, images = {}, {}, {}
     for split, names in BATCHES.items():
         parts = [read_batch(files[n], n) for n in names]
         labels[split] = np.concatenate([y for _, y in parts])
-        splits[split] = Cifar10Split(kind, str(where), names)
-        splits[split]._images = np.concatenate([x for x, _ in parts])
+        images[split] = np.concatenate([x for x, _ in parts])
+    held, _ = hold_out(labels["train"], val_fraction)
+    for split, source, rows in (("train", "train", np.flatnonzero(~held)),
+                                ("val", "train", np.flatnonzero(held)),
+                                ("test", "test", None)):
+        splits[split] = Cifar10Split(kind, str(where), BATCHES[source],
+                                     None if rows is None else rows.tolist())
+        splits[split]._images = images[source]
+    labels["val"], labels["train"] = labels["train"][held], labels["train"][~held]
     classes = [f"class_{i}" for i in range(10)]
     if META in files:
         names = [n.decode() if isinstance(n, bytes) else str(n)
@@ -137,8 +155,13 @@ def find_cifar10(root: str | os.PathLike | None) -> dict[str, Any]:
         "readers": splits,
         # What the rows are made of, for resuming an interrupted prepare: names and contents.
         "identity": {
-            s: [f"{n} {hashlib.sha256(files[n]).hexdigest()}" for n in names]
-            for s, names in BATCHES.items()
+            s: [f"{n} {hashlib.sha256(files[n]).hexdigest()}" for n in BATCHES[source]]
+            + ([f"{len(labels[s])} rows held out at {val_fraction:g}"] if s != "test" else [])
+            for s, source in (("train", "train"), ("val", "train"), ("test", "test"))
         },
-        "description": {"kind": "cifar10", "root": str(root), "layout": f"python batches ({kind})"},
+        "origins": {"train": "data_batch_1-5",
+                    "val": f"held out of data_batch_1-5 ({val_fraction:g} of each class)",
+                    "test": "test_batch"},
+        "description": {"kind": "cifar10", "root": str(root), "layout": f"python batches ({kind})",
+                        "val_fraction": float(val_fraction)},
     }

@@ -182,14 +182,16 @@ class PreparedImages(Dataset):
 
 
 class PreparedDataModule(L.LightningDataModule):
-    """Train/val loaders over a prepared dataset directory, with the paper's augmentation.
+    """Train/val/test loaders over a prepared dataset directory, with the paper's augmentation.
 
-    ``test`` uses the val split (ILSVRC-2012 has no public test labels, Sec. 2); with
-    ``ten_crop`` the test batches carry the paper's 10 patches per image.
+    ``val`` selects (best checkpoint, plateau schedule); ``test`` is the dataset's test split,
+    measured once at the end, or the val split where the dataset has none (ILSVRC-2012 has no
+    public test labels, Sec. 2): :attr:`test_split` says which. With ``ten_crop`` the test batches
+    carry the paper's 10 patches per image.
 
-    ``source``, ``root`` and ``val_fraction`` say how ``prepared_dir`` is made from the user's
-    files (``src/prepare.py``); training only reads ``prepared_dir``, and uses them to check it
-    and to say how to make it when it is missing.
+    ``source``, ``root``, ``val_fraction`` and ``test_fraction`` say how ``prepared_dir`` is made
+    from the user's files (``src/prepare.py``); training only reads ``prepared_dir``, and uses
+    them to check it and to say how to make it when it is missing.
     """
 
     def __init__(
@@ -199,6 +201,7 @@ class PreparedDataModule(L.LightningDataModule):
         source: str | None = None,
         root: str | None = None,
         val_fraction: float | None = None,
+        test_fraction: float | None = None,
         image_size: int = 256,
         crop_size: int = 227,
         batch_size: int = 128,
@@ -229,6 +232,7 @@ class PreparedDataModule(L.LightningDataModule):
             raise ValueError(f"data.source must be one of {list(SOURCES)}, got {source!r}")
         self.root = Path(prepared_dir)
         self.source, self.source_root, self.val_fraction = source, root, val_fraction
+        self.test_fraction = test_fraction
         self.image_size, self.crop_size = image_size, crop_size
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -255,8 +259,10 @@ class PreparedDataModule(L.LightningDataModule):
                  f"data.root={self.source_root or ROOT_EXAMPLE[source]}"]
         if self.image_size != DEFAULT_IMAGE_SIZE[source]:
             parts.append(f"data.image_size={self.image_size}")
-        if source == "imagefolder" and self.val_fraction is not None:
+        if source in ("imagefolder", "cifar10") and self.val_fraction is not None:
             parts.append(f"data.val_fraction={self.val_fraction}")
+        if source == "imagefolder" and self.test_fraction is not None:
+            parts.append(f"data.test_fraction={self.test_fraction}")
         parts.append(f"data.prepared_dir={self.root}")
         return " ".join(parts + (["force=true"] if force else []))
 
@@ -306,8 +312,21 @@ class PreparedDataModule(L.LightningDataModule):
                                         crop="random" if self.crop else "center", flip=self.flip,
                                         reuse_memory=True)
         self.val_set = PreparedImages(self.root, "val", crop_size=self.crop_size)
-        self.test_set = PreparedImages(self.root, "val", crop_size=self.crop_size,
+        self.test_set = PreparedImages(self.root, self.test_split, crop_size=self.crop_size,
                                        crop="none" if self.ten_crop else "center")
+
+    @property
+    def test_split(self) -> str:
+        """The split ``test/*`` is measured on: ``test``, or ``val`` where the data have none."""
+        if self.stats is None:
+            self.stats = self.load_stats()
+        return prepared.test_split(self.stats)
+
+    def split_origins(self) -> dict[str, str]:
+        """Where each split came from (stats.json's ``splits``)."""
+        if self.stats is None:
+            self.stats = self.load_stats()
+        return dict(self.stats.get("splits") or {})
 
     @property
     def num_classes(self) -> int:
@@ -389,6 +408,7 @@ class SyntheticDataModule(PreparedDataModule):
         num_classes: int = 10,
         train_per_class: int = 100,
         val_per_class: int = 20,
+        test_per_class: int | None = None,
         seed: int = 0,
         **kwargs: Any,
     ) -> None:
@@ -396,7 +416,8 @@ class SyntheticDataModule(PreparedDataModule):
         synthetic.class_table(num_classes)  # validates num_classes before any work
         self.generation = dict(
             num_classes=num_classes, train_per_class=train_per_class,
-            val_per_class=val_per_class, image_size=self.image_size, seed=seed,
+            val_per_class=val_per_class, test_per_class=test_per_class,
+            image_size=self.image_size, seed=seed,
         )
 
     def prepare_data(self) -> None:

@@ -20,6 +20,7 @@ def plan(
     prepared_dir: str | os.PathLike,
     image_size: int,
     val_fraction: float | None = None,
+    test_fraction: float | None = None,
 ) -> writer.Job:
     """Find and check the source's files; the job that writes them to ``prepared_dir``."""
     if source not in SOURCES:
@@ -30,10 +31,10 @@ def plan(
                 f"CIFAR-10 images are {cifar10.IMAGE_SIZE}x{cifar10.IMAGE_SIZE} and stay so: "
                 f"set data.image_size={cifar10.IMAGE_SIZE}, got {image_size}"
             )
-        found = cifar10.find_cifar10(root)
+        found = cifar10.find_cifar10(root, 0.1 if val_fraction is None else val_fraction)
         splits = {
             name: writer.Split(labels=found["labels"][name], reader=found["readers"][name],
-                               identity=found["identity"][name])
+                               identity=found["identity"][name], origin=found["origins"][name])
             for name in prepared.SPLITS
         }
         return writer.Job(root=Path(prepared_dir), image_size=image_size,
@@ -42,12 +43,13 @@ def plan(
         raise DataError(f"data.image_size must be at least 8, got {image_size}")
     listing = (
         sources.find_imagenet(root) if source == "imagenet"
-        else sources.find_imagefolder(root, val_fraction)
+        else sources.find_imagefolder(root, val_fraction, test_fraction)
     )
     splits = {
         name: writer.Split(labels=listing.labels[name], reader=ImageFiles(listing.files[name]),
-                           identity=listing.files[name])
-        for name in prepared.SPLITS
+                           identity=listing.files[name],
+                           origin=(listing.origins or {}).get(name, ""))
+        for name in prepared.SPLITS if name in listing.files
     }
     return writer.Job(root=Path(prepared_dir), image_size=image_size, classes=listing.classes,
                       splits=splits, source=listing.description,
@@ -56,7 +58,7 @@ def plan(
 
 def existing(
     prepared_dir: str | os.PathLike, source: str, root: str | os.PathLike | None,
-    image_size: int, force: bool,
+    image_size: int, force: bool, fractions: dict[str, float | None] | None = None,
 ) -> dict[str, Any] | None:
     """The stats of ``prepared_dir`` if it already holds this source at this size (nothing to
     do); None if it must be written. DataError if it holds something else and ``force`` is off,
@@ -67,9 +69,12 @@ def existing(
         return None
     stats = prepared.read_stats(prepared_dir)
     made_from = stats.get("source", {})
+    # The held-out fractions it was made with, where they applied (a tree's own val/ has none).
+    other = {k: made_from[k] for k, v in (fractions or {}).items()
+             if k in made_from and v is not None and float(v) != float(made_from[k])}
     if (
         prepared.is_current(stats) and stats.get("image_size") == image_size
-        and made_from.get("kind") == source and made_from.get("root") == wanted
+        and made_from.get("kind") == source and made_from.get("root") == wanted and not other
     ):
         return stats
     what = (
@@ -77,6 +82,7 @@ def existing(
         if not prepared.is_current(stats)
         else f"{made_from.get('kind')} from {made_from.get('root')} at "
              f"{stats.get('image_size')}x{stats.get('image_size')}"
+             + "".join(f" with {k}={v:g}" for k, v in other.items())
     )
     raise DataError(
         f"data.prepared_dir={prepared_dir} already holds {what}: pass force=true to replace it, "

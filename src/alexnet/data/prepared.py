@@ -9,6 +9,13 @@ A prepared dataset is a directory::
     train_labels.npy    int64 (N,); -1 marks the row of a source file that could not be decoded
     val_images.npy      ...
     val_labels.npy
+    test_images.npy     ... (where the source has a test split of its own, or one was held out)
+    test_labels.npy
+
+The three splits have three jobs: ``train`` trains; ``val`` selects (the best checkpoint, the
+plateau schedule, early stopping); ``test`` is measured once at the end and never selects.
+stats.json's ``splits`` says where each came from; a dataset without a test split (ILSVRC-2012,
+whose val the paper reports, Table 2) has none, and runs then measure ``test/*`` on val and say so.
 
 Why uint8 memory maps: decoding JPEGs costs milliseconds per image, which a 2-core machine cannot
 afford at thousands of images per second; reading a 256 x 256 x 3 row from the page cache costs
@@ -32,10 +39,14 @@ from typing import Any
 import numpy as np
 
 FORMAT_NAME = "alexnet-prepared"
-FORMAT_VERSION = 2  # 2: labels of -1 mark undecodable source files; per-class counts by name
+# 2: labels of -1 mark undecodable source files; per-class counts by name.
+# 3: a test split where the source has one (a train/ + test/ tree no longer loses its test/),
+#    and stats.json's ``splits``: where each split came from.
+FORMAT_VERSION = 3
 STATS_FILE = "stats.json"
 MEAN_IMAGE_FILE = "mean_image.npy"
-SPLITS = ("train", "val")
+SPLITS = ("train", "val", "test")
+REQUIRED_SPLITS = ("train", "val")  # test is optional: without it, test/* is measured on val
 
 
 class DataError(ValueError):
@@ -75,6 +86,12 @@ def read_stats(root: str | os.PathLike) -> dict[str, Any]:
 
 def is_current(stats: dict[str, Any]) -> bool:
     return stats.get("format") == FORMAT_NAME and stats.get("format_version") == FORMAT_VERSION
+
+
+def test_split(stats: dict[str, Any]) -> str:
+    """The split that ``test/*`` is measured on: ``test`` where the dataset has one, else ``val``
+    (which then also selects)."""
+    return "test" if "test" in stats.get("counts", {}) else "val"
 
 
 def load_stats(root: str | os.PathLike, image_size: int | None = None) -> dict[str, Any]:
@@ -228,6 +245,7 @@ def complete(
     source: dict[str, Any],
     skipped: Iterable[dict[str, Any]] = (),
     class_names: Sequence[str] | None = None,
+    origins: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Write the mean image and ``stats.json`` into a fully written ``work_dir``; returns the
     stats. ``stats.json`` comes last: its presence is what makes a directory complete."""
@@ -245,6 +263,8 @@ def complete(
         "classes": list(classes),
         **({"class_names": list(class_names)} if class_names else {}),
         "counts": counts,
+        # Where each split came from (a folder, held out of train, drawn), for the run records.
+        "splits": {split: (origins or {}).get(split, split) for split in counts},
         **pixel,
         "pixel_scale": "0-255",
         "mean_image_file": MEAN_IMAGE_FILE,

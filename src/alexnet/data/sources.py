@@ -6,8 +6,11 @@ Layouts understood:
   (``ILSVRC2012_val_00000001.JPEG`` ...) with the ground truth from ``LOC_val_solution.csv``
   (Kaggle's copy) or from the devkit (``ILSVRC2012_devkit_t12/`` or its ``.tar.gz``). The
   Kaggle tree ``ILSVRC/Data/CLS-LOC/{train,val}`` is found below the root as well.
-- ``imagefolder``: ``train/<class>/*`` and ``val/<class>/*`` (Imagenette, an ImageNet subset, the
-  user's own classes), or just ``<class>/*``, from which a fraction is held out for validation.
+- ``imagefolder``: ``train/<class>/*`` with ``val/<class>/*`` and/or ``test/<class>/*``
+  (Imagenette, CIFAR-10's image copies, an ImageNet subset, the user's own classes), or just
+  ``<class>/*``. What a tree lacks is held out of its training images, a fixed fraction of every
+  class: val when there is no val/, and a test split too when there is neither val/ nor test/.
+  A train/ + val/ tree has no test split (as ILSVRC-2012): runs then measure test/* on val.
 
 Every mistake raises DataError naming the path and what was expected.
 """
@@ -31,6 +34,7 @@ from alexnet.data.prepared import DataError
 WNID = re.compile(r"n\d{8}")
 VAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})")
 VAL_DIRS = ("val", "validation", "valid")
+TEST_DIRS = ("test",)
 LOC_SOLUTION = "LOC_val_solution.csv"
 LOC_SYNSETS = "LOC_synset_mapping.txt"
 DEVKIT = "ILSVRC2012_devkit_t12"
@@ -49,6 +53,7 @@ class Listing:
     labels: dict[str, np.ndarray]
     description: dict[str, Any]
     class_names: list[str] | None = None
+    origins: dict[str, str] | None = None  # split -> where it came from ("test/", "held out ...")
 
 
 def check_root(root: str | os.PathLike | None, source: str) -> Path:
@@ -102,7 +107,8 @@ def class_tree(folder: Path) -> tuple[list[str], list[str], np.ndarray]:
     return classes, files, np.asarray(labels, dtype=np.int64)
 
 
-def _same_classes(train_dir: Path, train: list[str], val_dir: Path, val: list[str]) -> None:
+def _same_classes(train_dir: Path, train: list[str], val_dir: Path, val: list[str],
+                  split: str = "val") -> None:
     if train == val:
         return
     only_train, only_val = sorted(set(train) - set(val)), sorted(set(val) - set(train))
@@ -111,9 +117,9 @@ def _same_classes(train_dir: Path, train: list[str], val_dir: Path, val: list[st
         parts.append(f"only in train: {', '.join(only_train[:5])}" + (
             " ..." if len(only_train) > 5 else ""))
     if only_val:
-        parts.append(f"only in val: {', '.join(only_val[:5])}" + (
+        parts.append(f"only in {split}: {', '.join(only_val[:5])}" + (
             " ..." if len(only_val) > 5 else ""))
-    raise DataError("train and val must have the same classes: " + "; ".join(parts))
+    raise DataError(f"train and {split} must have the same classes: " + "; ".join(parts))
 
 
 # -- ImageNet -------------------------------------------------------------------------------------
@@ -315,64 +321,113 @@ def find_imagenet(root: str | os.PathLike | None) -> Listing:
         labels={"train": train_labels, "val": val_labels},
         description=description,
         class_names=_synset_names(root, base, classes, names),
+        # ILSVRC-2012's test labels were never published: its val is what the paper reports.
+        origins={"train": "train/", "val": "val/ (ILSVRC-2012 has no public test labels)"},
     )
 
 
 # -- Image folders --------------------------------------------------------------------------------
 
 
-def hold_out(labels: np.ndarray, fraction: float) -> np.ndarray:
-    """A boolean mask of the rows held out for validation: ``fraction`` of every class (at least
-    one image of any class that has two), drawn with a fixed seed."""
+def hold_out(labels: np.ndarray, fraction: float,
+             then: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks of the rows held out: ``fraction`` of every class (at least one image of any
+    class that has two), and after them ``then`` of every class (for a test split; at least one
+    of any class that has three), drawn with a fixed seed. The first mask does not depend on
+    ``then``."""
     rng = np.random.default_rng(HOLDOUT_SEED)
-    mask = np.zeros(len(labels), dtype=bool)
+    first, second = np.zeros(len(labels), dtype=bool), np.zeros(len(labels), dtype=bool)
     for label in np.unique(labels):
-        rows = np.flatnonzero(labels == label)
+        rows = rng.permutation(np.flatnonzero(labels == label))
         count = max(1, round(len(rows) * fraction)) if len(rows) > 1 else 0
-        mask[rng.permutation(rows)[:count]] = True
-    return mask
+        more = max(1, round(len(rows) * then)) if then and len(rows) > 2 else 0
+        first[rows[:count]] = True
+        second[rows[count:count + more]] = True
+    return first, second
 
 
-def find_imagefolder(root: str | os.PathLike | None, val_fraction: float | None = 0.1) -> Listing:
+def _check_fraction(name: str, value: float | None, root: Path, why: str) -> float:
+    if value is None or not 0 < value < 1:
+        raise DataError(f"{root} {why}: set data.{name} between 0 and 1, got {value}")
+    return float(value)
+
+
+def find_imagefolder(root: str | os.PathLike | None, val_fraction: float | None = 0.1,
+                     test_fraction: float | None = 0.1) -> Listing:
+    """The splits of an image-folder tree: train/ with val/ and/or test/ where it has them; what
+    it lacks held out of train (val, and a test split only when there is neither)."""
     root = check_root(root, NAMES["imagefolder"])
     description: dict[str, Any] = {"kind": "imagefolder", "root": str(root)}
     train_dir = root / "train"
     val_dir = next((root / d for d in VAL_DIRS if (root / d).is_dir()), None)
-    if train_dir.is_dir() and val_dir is not None:
+    test_dir = next((root / d for d in TEST_DIRS if (root / d).is_dir()), None)
+    if (val_dir or test_dir) and not train_dir.is_dir():
+        raise DataError(f"{root} has {(val_dir or test_dir).name}/ but no train/: expected "
+                        f"train/<class>/ beside it")
+    if train_dir.is_dir() and (val_dir or test_dir):
         classes, train_files, train_labels = class_tree(train_dir)
-        if not _subdirs(val_dir) and _loose_images(val_dir):
-            raise DataError(
-                f"{val_dir} holds images without class folders: expected {val_dir}/<class>/ "
-                f"(for ILSVRC-2012's flat val/ use data=imagenet)"
-            )
-        val_classes, val_files, val_labels = class_tree(val_dir)
-        _same_classes(train_dir, classes, val_dir, val_classes)
-        description["layout"] = f"train/<class>/ and {val_dir.name}/<class>/"
+        files, labels = {}, {}
+        origins = {"train": "train/"}
+        for split, folder in (("val", val_dir), ("test", test_dir)):
+            if folder is None:
+                continue
+            if not _subdirs(folder) and _loose_images(folder):
+                raise DataError(
+                    f"{folder} holds images without class folders: expected {folder}/<class>/ "
+                    f"(for ILSVRC-2012's flat val/ use data=imagenet)"
+                )
+            split_classes, files[split], labels[split] = class_tree(folder)
+            _same_classes(train_dir, classes, folder, split_classes, split)
+            origins[split] = f"{folder.name}/"
+        layout = " and ".join(f"{origins[s]}<class>/" for s in ("train", "val", "test")
+                              if s in origins)
+        if val_dir is None:  # train/ + test/: val held out of train, test/ stays the test
+            fraction = _check_fraction("val_fraction", val_fraction, root,
+                                       "has no val/ folder to select on")
+            held, _ = hold_out(train_labels, fraction)
+            files["val"] = [f for f, h in zip(train_files, held, strict=True) if h]
+            labels["val"] = train_labels[held]
+            train_files = [f for f, h in zip(train_files, held, strict=True) if not h]
+            train_labels = train_labels[~held]
+            origins["val"] = f"held out of train/ ({fraction:g} of each class)"
+            layout += f", {fraction:g} of train/ held out for val"
+            description["val_fraction"] = fraction
+        description["layout"] = layout
         return Listing(
             classes=classes,
-            files={"train": train_files, "val": val_files},
-            labels={"train": train_labels, "val": val_labels},
+            files={"train": train_files, **files},
+            labels={"train": train_labels, **labels},
             description=description,
+            origins=origins,
         )
     tree = train_dir if train_dir.is_dir() else root
     if not _subdirs(tree):
         raise DataError(
-            f"unknown layout in data.root={root}: expected train/<class>/ and val/<class>/, "
-            f"or <class>/ folders of images"
+            f"unknown layout in data.root={root}: expected train/<class>/ with val/<class>/ "
+            f"and/or test/<class>/, or <class>/ folders of images"
         )
-    if not val_fraction or not 0 < val_fraction < 1:
+    fraction = _check_fraction("val_fraction", val_fraction, root,
+                               f"has no val/ folder: part of {tree} is held out for validation")
+    test_fraction = float(test_fraction or 0.0)
+    if not 0 <= test_fraction < 1 or fraction + test_fraction >= 1:
         raise DataError(
-            f"{root} has no val/ folder: set data.val_fraction between 0 and 1 to hold out part "
-            f"of {tree} for validation, got {val_fraction}"
+            f"data.test_fraction must be between 0 and 1 - data.val_fraction ({1 - fraction:g}), "
+            f"got {test_fraction}"
         )
     classes, files, labels = class_tree(tree)
-    held = hold_out(labels, val_fraction)
-    description |= {"layout": f"{'train/' if tree == train_dir else ''}<class>/, "
-                              f"{val_fraction:g} held out for val", "val_fraction": val_fraction}
-    return Listing(
-        classes=classes,
-        files={"train": [f for f, h in zip(files, held, strict=True) if not h],
-               "val": [f for f, h in zip(files, held, strict=True) if h]},
-        labels={"train": labels[~held], "val": labels[held]},
-        description=description,
-    )
+    held, tested = hold_out(labels, fraction, test_fraction)
+    kept = ~(held | tested)
+    name = "train/" if tree == train_dir else "the tree"
+    origins = {"train": name, "val": f"held out of {name} ({fraction:g} of each class)"}
+    listing_files = {"train": [f for f, k in zip(files, kept, strict=True) if k],
+                     "val": [f for f, h in zip(files, held, strict=True) if h]}
+    listing_labels = {"train": labels[kept], "val": labels[held]}
+    layout = f"{'train/' if tree == train_dir else ''}<class>/, {fraction:g} held out for val"
+    if tested.any():
+        listing_files["test"] = [f for f, t in zip(files, tested, strict=True) if t]
+        listing_labels["test"] = labels[tested]
+        origins["test"] = f"held out of {name} ({test_fraction:g} of each class)"
+        layout += f" and {test_fraction:g} for test"
+    description |= {"layout": layout, "val_fraction": fraction, "test_fraction": test_fraction}
+    return Listing(classes=classes, files=listing_files, labels=listing_labels,
+                   description=description, origins=origins)

@@ -158,20 +158,25 @@ def generate(
     num_classes: int = 10,
     train_per_class: int = 100,
     val_per_class: int = 20,
+    test_per_class: int | None = None,
     image_size: int = 256,
     seed: int = 0,
     workers: int | None = None,
     progress: bool | None = None,
 ) -> dict:
-    """Draw the dataset and write it to ``root`` in the prepared format; returns its stats."""
+    """Draw the dataset and write it to ``root`` in the prepared format; returns its stats. The
+    test split is drawn like the others (``test_per_class``, by default ``val_per_class``), from
+    its own streams: its size never changes the train or val images."""
     table = class_table(num_classes)
-    if train_per_class < 1 or val_per_class < 1:
-        raise ValueError("data.train_per_class and data.val_per_class must be at least 1")
+    test_per_class = val_per_class if test_per_class is None else test_per_class
+    if train_per_class < 1 or val_per_class < 1 or test_per_class < 1:
+        raise ValueError("data.train_per_class, data.val_per_class and data.test_per_class must "
+                         "be at least 1")
     if image_size < 16:
         raise ValueError(f"data.image_size must be at least 16, got {image_size}")
     splits = {}
     for split_index, (split, per_class) in enumerate(
-        zip(prepared.SPLITS, (train_per_class, val_per_class), strict=True)
+        zip(prepared.SPLITS, (train_per_class, val_per_class, test_per_class), strict=True)
     ):
         labels = np.tile(np.arange(num_classes, dtype=np.int64), per_class)
         np.random.default_rng([seed, split_index]).shuffle(labels)
@@ -179,6 +184,7 @@ def generate(
             labels=labels,
             reader=SyntheticImages(table, labels, seed, split_index),
             identity=[f"synthetic seed {seed} {split} {len(labels)}"],
+            origin=f"drawn ({per_class} per class)",
         )
     job = writer.Job(
         root=Path(root),
@@ -190,6 +196,7 @@ def generate(
             "seed": seed,
             "train_per_class": train_per_class,
             "val_per_class": val_per_class,
+            "test_per_class": test_per_class,
         },
     )
     workers = max(1, min(workers or os.cpu_count() or 1, 8))

@@ -51,6 +51,7 @@ class Split:
     labels: np.ndarray  # int64, one per row
     reader: RowReader
     identity: Sequence[str]  # what each row is made from (paths): a changed source starts over
+    origin: str = ""  # where the split came from, for stats.json ("test/", "held out of train/")
 
 
 @dataclass
@@ -212,8 +213,13 @@ def write(
     rows written so far after each chunk.
     """
     started = time.perf_counter()
-    for name in prepared.SPLITS:
-        if name not in job.splits or len(job.splits[name].labels) == 0:
+    for name in prepared.REQUIRED_SPLITS:
+        if name not in job.splits:
+            raise DataError(f"{job.source.get('root', job.root)}: no {name} images")
+    for name, split in job.splits.items():
+        if name not in prepared.SPLITS:
+            raise ValueError(f"unknown split {name!r}: expected one of {prepared.SPLITS}")
+        if len(split.labels) == 0:
             raise DataError(f"{job.source.get('root', job.root)}: no {name} images")
     root = Path(job.root)
     work = prepared.partial_dir(root)
@@ -329,4 +335,5 @@ def _complete(job: Job, work: Path, state: _Progress, skipped: list[dict]) -> di
         source=job.source,
         skipped=[{k: f[k] for k in ("split", "path", "error")} for f in skipped],
         class_names=job.class_names,
+        origins={name: split.origin for name, split in job.splits.items() if split.origin},
     )
