@@ -27,10 +27,19 @@ from alexnet.study import (
 _DATA_NAMES = {"SyntheticDataModule": "built-in synthetic data"}
 
 
-def claims_by_ablation(path: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
+def claims_by_ablation(path: str | os.PathLike | None = None,
+                       dataset: str | None = None) -> dict[str, dict[str, Any]]:
     """The paper's claims (``ablations/claims.yaml``) by the name of the ablation that tests them,
-    each with its own key as ``key``."""
-    return {entry["ablation"]: {"key": key, **entry} for key, entry in load_claims(path).items()}
+    each with its own key as ``key``. With ``dataset`` (a study's ``study.claims``, e.g.
+    ``cifar10``), a claim's numbers on that dataset replace its ILSVRC ones, and claims the paper
+    did not measure there have no number."""
+    claims = {}
+    for key, entry in load_claims(path).items():
+        claim = {"key": key, **{k: v for k, v in entry.items() if not isinstance(v, dict)}}
+        if dataset:
+            claim.update({"delta_top1": None, "delta_top5": None, **(entry.get(dataset) or {})})
+        claims[entry["ablation"]] = claim
+    return claims
 
 
 def _fmt(value: float | None, digits: int = 1, signed: bool = True) -> str:
@@ -153,6 +162,7 @@ def _delta_table(study: Study, claims: dict[str, dict[str, Any]]) -> list[str]:
         lines += [f"Baseline (`none`, the recipe unchanged): test top-1 error "
                   f"{mean:.1f}% ± {_fmt(half, signed=False)}, top-5 {mean5:.1f}% ± "
                   f"{_fmt(half5, signed=False)} (n = {len(base['top1_err'])}).", ""]
+    lines += [_test_split_line(study), ""]
     lines += [
         "Δ = ablation minus baseline, in points of test error, mean [95% CI]: positive means "
         "the component helps (the paper's sign).", "",
@@ -173,12 +183,44 @@ def _delta_table(study: Study, claims: dict[str, dict[str, Any]]) -> list[str]:
             shown = "no number" if paper is None else (f"> {paper:g}" if bound else f"{paper:+g}")
             cells += [_interval(deltas[error]), shown, *_verdicts(deltas[error], claim, error)]
         lines.append("| " + " | ".join(cells) + " |")
+    for arm in study.arms:  # a claim stated as two error rates: each beside its measurement
+        claim = claims.get(arm) or {}
+        if claim.get("error_with") is None or claim.get("error_without") is None:
+            continue
+        measured = [t_interval([100 * v for v in errors.values()]) + (len(errors),)
+                    for errors in (base["top1_err"], arm_errors(study, arm, "top1_err"))]
+        if all(n for *_, n in measured):
+            (with_, half_with, n_with), (without, half_without, n_without) = measured
+            lines += ["", f"`{arm}` as the paper states it ({claim.get('dataset')}): test error "
+                      f"{with_:.1f}% ± {_fmt(half_with, signed=False)} with the component "
+                      f"(n = {n_with}; paper {claim['error_with']:g}%), {without:.1f}% ± "
+                      f"{_fmt(half_without, signed=False)} without (n = {n_without}; paper "
+                      f"{claim['error_without']:g}%)."]
     no_number = [f"`{a}`: {claims[a]['claim']}" for a in study.arms
                  if a in claims and claims[a].get("delta_top1") is None]
     if no_number:
         lines += ["", "Claims without a number in the paper (the interval is still measured):", ""]
         lines += [f"- {text}" for text in no_number]
     return lines
+
+
+def _test_split_line(study: Study) -> str:
+    """Which split the test errors were measured on, and whether it also selected."""
+    records = [r.summary.get("evaluation") for r in study.runs]
+    if not records or any(r is None for r in records):
+        return ("Test errors: runs made before summary.json recorded its test split (they were "
+                "measured on the val split).")
+    splits = sorted({(r["test_split"], r["test_split_from"], r["test_independent"])
+                     for r in records})
+    if len(splits) > 1:
+        return f"Test errors were measured on different splits: {splits}."
+    split, origin, independent = splits[0]
+    if independent:
+        return (f"Test errors are measured once, on the test split ({origin}), which selected "
+                f"nothing.")
+    return (f"Test errors are measured on the val split ({origin}), which also chose "
+            f"{' and '.join(records[0]['val_selects'])}: the data have no test split of their "
+            f"own.")
 
 
 def render_plot(study: Study, claims: dict[str, dict[str, Any]], path: Path) -> None:
@@ -239,7 +281,7 @@ def write_report(directory: str | os.PathLike,
     """Write ``report.md`` and ``report.png`` into the sweep directory; StudyError when the runs
     cannot be compared (nothing is written then)."""
     study = load_study(directory)
-    claims = claims_by_ablation(claims_file)
+    claims = claims_by_ablation(claims_file, study.spec.get("claims"))
     markdown = render_markdown(study, claims)
     md_path, png_path = study.directory / "report.md", study.directory / "report.png"
     render_plot(study, claims, png_path)
