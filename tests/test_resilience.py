@@ -106,8 +106,11 @@ def test_interrupted_mid_epoch_resumes_to_identical_metrics(tmp_path: Path,
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_signal_from_outside_stops_with_a_checkpoint(tmp_path: Path, data_dir: Path) -> None:
-    """SIGUSR1 (SLURM's warning signal) from another process, as a cluster would send it."""
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGUSR2])
+def test_a_signal_from_outside_stops_with_a_checkpoint(tmp_path: Path, data_dir: Path,
+                                                       signum: signal.Signals) -> None:
+    """SLURM's warning signal from another process, as a cluster would send it: SIGUSR1 (an
+    sbatch script's --signal=USR1@90) or SIGUSR2 (submitit's, under hydra/launcher=slurm)."""
     logs = tmp_path / "logs"
     logs.mkdir()
     process = _start([*TINY, "trainer.max_epochs=200", "test=false"], logs, data_dir)
@@ -116,13 +119,13 @@ def test_a_signal_from_outside_stops_with_a_checkpoint(tmp_path: Path, data_dir:
     while not list(logs.glob("train/runs/*/checkpoints/last.ckpt")):
         assert process.poll() is None and time.time() < deadline, process.communicate()[1][-3000:]
         time.sleep(0.2)
-    process.send_signal(signal.SIGUSR1)
+    process.send_signal(signum)
     code, _, err = _finish(process)
-    assert code == 128 + signal.SIGUSR1, err[-3000:]
+    assert code == 128 + signum, err[-3000:]
     (record,) = _summaries(logs)
-    assert record["status"] == "interrupted" and record["stopped"]["signal"] == "SIGUSR1"
+    assert record["status"] == "interrupted" and record["stopped"]["signal"] == signum.name
     assert 0 < record["stopped"]["epoch"] < 199
-    assert "received SIGUSR1: saving a checkpoint at the next batch" in err
+    assert f"received {signum.name}: saving a checkpoint at the next batch" in err
     assert err.strip().splitlines()[-1].endswith(f"ckpt_path={record['resume']['checkpoint']}")
     saved = read_checkpoint(record["resume"]["checkpoint"])  # weights_only=True
     assert saved["global_step"] == record["stopped"]["step"]

@@ -15,7 +15,7 @@ What makes a resumed run equal to an uninterrupted one:
 
 Exit statuses (README, "Long runs"): 0 completed, 1 failed (a crash, an unwritable disk),
 2 a user error, 3 diverged (a non-finite loss), 128 + N interrupted by signal N (130 SIGINT,
-138 SIGUSR1, 143 SIGTERM).
+138 SIGUSR1, 140 SIGUSR2, 143 SIGTERM).
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ from alexnet.data.sampling import replica_of
 EXIT_FAILED = 1
 EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 3
-SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+# SIGUSR1: the warning signal an sbatch script asks SLURM for (--signal=USR1@90); SIGUSR2: the one
+# submitit asks for under hydra/launcher=slurm (its signal_delay_s), handled alike.
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 NONFINITE_MODES = ("stop",)
 # Test hook, documented in README ("Long runs"): ALEXNET_SELF_SIGNAL=TERM@5 makes the run send
 # itself SIGTERM after its 5th optimizer step, so that tests interrupt a real process at an exact
@@ -79,7 +81,7 @@ class Diverged(RunStopped):
 
 # -- signals ----------------------------------------------------------------------------------
 class StopRequest:
-    """SIGTERM, SIGINT and SIGUSR1 ask the run to stop at the next batch boundary, where a
+    """SIGTERM, SIGINT, SIGUSR1 and SIGUSR2 ask the run to stop at the next batch boundary, where a
     checkpoint is consistent. A second SIGINT (Ctrl-C twice) stops at once, without one."""
 
     def __init__(self) -> None:

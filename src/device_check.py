@@ -1,0 +1,299 @@
+"""The prepared device check: every GPU claim of this version measured by one command, in a few
+minutes of a lent GPU, into one folder of results to commit.
+
+    python src/device_check.py [--out DIR] [--budget SECONDS] [--cifar ARCHIVE]
+    python src/device_check.py --smoke      # every step at tiny sizes on the CPU, about a minute
+
+Steps, each a subprocess with its own log and time limit; a step that fails or runs out of time is
+recorded as such and the check goes on:
+
+1. ``environment``: torch, CUDA, the GPU (``nvidia-smi``), CPU cores;
+2. ``gpu_tests``: the tests that run only where there is a GPU;
+3. ``benchmark`` and ``benchmark_compile``: ``src/benchmark.py`` at the paper's 227 x 227, batch
+   128, the automatic precision (bf16 on a GPU that has it), model-only against the stock fp32
+   loop and end to end through the run assembly, MFU against the measured matmul peak; the second
+   with ``speed.compile=true``;
+4. ``input_pipeline``: ``src/benchmark_data.py``, the prepared uint8 batches through the loader
+   alone, images/s beside what the GPU's step consumes (from step 3);
+5. ``cifar10``: the paper's CIFAR-10 experiments on real images (the JPEG tree, ``--cifar``): Fig.
+   1's study (``study_fig1_cifar10_jpeg``), one process per activation and seed side by side on
+   the one GPU, until the budget is spent; every run that completes is a result (the study is
+   resumable, and its report lists what is missing). Then its report and Fig. 1.
+
+Writes ``DIR/results.json`` (every step's status, seconds and figures), ``DIR/README.md`` (a short
+table) and ``DIR/logs/<step>.log``; the studies' ``summary.json`` files, reports and figures under
+``DIR/studies/``. ``--out`` defaults to ``$OUT`` when set (the device machine's result folder),
+else ``logs/device_check/<time>``. The CIFAR-10 archive is not in the repository: on a device
+machine carry it as an ignored path (``data/CIFAR-10-images.tar.gz``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+ARCHIVES = (ROOT.parent / "shared" / "data" / "cifar10-jpeg" / "CIFAR-10-images.tar.gz",
+            ROOT / "data" / "CIFAR-10-images.tar.gz")
+GPU_TESTS = ["tests/test_data_presets.py", "tests/test_fast_path.py", "tests/test_parallel.py"]
+PAPER_SHAPES = ["data.image_size=256", "data.crop_size=227", "data.batch_size=128"]
+
+
+def extract_subset(archive: Path, out: Path, train_per_class: int | None = None,
+                   test_per_class: int | None = None) -> Path:
+    """Unpack the CIFAR-10 JPEG archive's ``CIFAR-10-images`` tree into ``out`` (the first N
+    images of every class of each split, all when None); returns the tree's root."""
+    wanted = {"train": train_per_class, "test": test_per_class}
+    taken: dict[tuple[str, str], int] = {}
+    root = out / "CIFAR-10-images"
+    with tarfile.open(archive) as tar:
+        for member in tar:
+            parts = Path(member.name).parts
+            if not member.isfile() or len(parts) != 4 or parts[1] not in wanted:
+                continue
+            key, limit = (parts[1], parts[2]), wanted[parts[1]]
+            if limit is not None and taken.get(key, 0) >= limit:
+                continue
+            taken[key] = taken.get(key, 0) + 1
+            target = root / parts[1] / parts[2] / parts[3]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(tar.extractfile(member).read())
+    return root
+
+
+class Check:
+    """Runs the steps, each with a log and a time limit, and records what they gave."""
+
+    def __init__(self, out: Path, budget: float, smoke: bool) -> None:
+        self.out, self.smoke = out, smoke
+        self.deadline = time.monotonic() + budget
+        self.results: dict[str, Any] = {"smoke": smoke, "started": datetime.now().isoformat(
+            timespec="seconds"), "budget_s": budget, "steps": {}}
+        (out / "logs").mkdir(parents=True, exist_ok=True)
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def run(self, name: str, args: list[str], limit: float, **extra: Any) -> dict[str, Any]:
+        """Run ``args`` (from the repository root) for at most ``limit`` seconds of the budget."""
+        limit = max(1.0, min(limit, self.left()))
+        started = time.monotonic()
+        log = self.out / "logs" / f"{name}.log"
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "WANDB_SILENT": "true"}
+        with open(log, "w") as f:
+            try:
+                rc = subprocess.run(args, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env,
+                                    timeout=limit).returncode
+                status = "passed" if rc == 0 else f"failed (exit {rc})"
+            except subprocess.TimeoutExpired:
+                status = f"out of time after {limit:.0f} s"
+        record = {"status": status, "seconds": round(time.monotonic() - started, 1),
+                  "command": " ".join(a if " " not in a else repr(a) for a in args),
+                  "log": str(log.relative_to(self.out)), **extra}
+        self.results["steps"][name] = record
+        print(f"{name}: {status} in {record['seconds']} s", flush=True)
+        return record
+
+    def write(self) -> None:
+        (self.out / "results.json").write_text(json.dumps(self.results, indent=2) + "\n")
+        (self.out / "README.md").write_text(render(self.results))
+
+
+def environment(check: Check) -> None:
+    code = ("import json, os, torch; c = torch.cuda.is_available(); print(json.dumps({"
+            "'torch': torch.__version__, 'cuda': torch.version.cuda, 'cudnn': "
+            "torch.backends.cudnn.version() if c else None, 'gpu': torch.cuda.get_device_name(0) "
+            "if c else None, 'gpus': torch.cuda.device_count(), 'bf16': c and "
+            "torch.cuda.is_bf16_supported(), 'cpu_count': os.cpu_count()}))")
+    record = check.run("environment", [PYTHON, "-c", code], 60)
+    text = (check.out / record["log"]).read_text().strip().splitlines()
+    try:
+        check.results["environment"] = json.loads(text[-1])
+    except (IndexError, json.JSONDecodeError):
+        check.results["environment"] = None
+    if shutil.which("nvidia-smi"):
+        smi = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
+                              "--format=csv,noheader"], capture_output=True, text=True)
+        check.results["nvidia_smi"] = smi.stdout.strip()
+
+
+def benchmarks(check: Check) -> None:
+    shapes = ["--tiny", "trainer.accelerator=cpu"] if check.smoke else [
+        *PAPER_SHAPES, "--rounds", "3", "--steps", "20", "--epochs", "2"]
+    for name, extra in (("benchmark", []), ("benchmark_compile", ["speed.compile=true"])):
+        if check.smoke and extra:  # compiling takes minutes on a CPU; the flag is tested elsewhere
+            check.results["steps"][name] = {"status": "skipped in --smoke"}
+            continue
+        out = check.out / f"{name}.json"
+        record = check.run(name, [PYTHON, "src/benchmark.py", "--json", str(out), *shapes,
+                                  *extra], 150)
+        if out.is_file():
+            data = json.loads(out.read_text())
+            record["figures"] = _benchmark_figures(data)
+
+
+def _benchmark_figures(data: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures of a src/benchmark.py JSON: images/s and MFU of each runner, end to
+    end, and the ratios the targets are stated in."""
+    figures = {name: {k: row.get(k) for k in ("img_per_s", "mfu")}
+               for name, row in (data.get("model_only") or {}).items() if isinstance(row, dict)}
+    figures["end_to_end"] = {name: (run or {}).get("img_per_s")
+                             for name, run in (data.get("end_to_end") or {}).items()}
+    figures["ratios"] = data.get("ratios") or {}
+    figures["precision"] = {"precision": (data.get("config") or {}).get("precision")}
+    return figures
+
+
+def input_pipeline(check: Check, images: Path | None) -> None:
+    if images is None:
+        check.results["steps"]["input_pipeline"] = {"status": "skipped: no JPEGs (--cifar)"}
+        return
+    count, seconds, batch = ("40", "1", "8") if check.smoke else ("5000", "10", "128")
+    workers = "0" if check.smoke else str(min(16, os.cpu_count() or 1))
+    check.run("input_pipeline", [PYTHON, "src/benchmark_data.py", "--images", str(images),
+                                 "--count", count, "--seconds", seconds, "--workers", workers,
+                                 "--batch-size", batch], 90)
+
+
+def cifar10(check: Check, tree: Path | None) -> None:
+    if tree is None:
+        check.results["steps"]["cifar10"] = {"status": "skipped: no CIFAR-10 archive (--cifar)"}
+        return
+    work = check.out / "work" if check.smoke else ROOT / "logs" / "device_check"
+    prepared = work / "prepared" / "cifar10-folder"
+    record = check.run("cifar10_prepare", [PYTHON, "src/prepare.py", "data=cifar10_folder",
+                                           f"data.root={tree}", f"data.prepared_dir={prepared}"],
+                       120)
+    if record["status"] != "passed":
+        return
+    name = "fig1_cifar10_jpeg" + ("_smoke" if check.smoke else "_gpu")
+    common = [PYTHON, "src/train.py", "-m", "experiment=study_fig1_cifar10_jpeg",
+              f"data.prepared_dir={prepared}", "data.root=null", f"study.name={name}",
+              f"paths.log_dir={work / 'logs'}"]
+    if check.smoke:
+        common += ["trainer.max_epochs=1", "data.batch_size=40", "data.num_workers=0",
+                   "study.lrs=[0.004]", "trainer.accelerator=cpu"]
+    else:
+        common += ["data.num_workers=3"]
+    seeds = [1] if check.smoke else [1, 2]
+    jobs = [(f"seed{s}_{arm}", [*common, f"study.seeds=[{s}]", f"study.arms=[{arm}]"])
+            for s in seeds for arm in ("none", "tanh")]
+    started = time.monotonic()
+    limit = max(1.0, check.left() - (20 if check.smoke else 45))  # room for the reports
+    procs = []
+    for job, args in jobs:  # side by side on the one GPU: the net is small
+        log = open(check.out / "logs" / f"cifar10_{job}.log", "w")
+        procs.append((job, log, subprocess.Popen(args, cwd=ROOT, stdout=log,
+                                                 stderr=subprocess.STDOUT,
+                                                 start_new_session=True)))
+    statuses = {}
+    for job, log, proc in procs:
+        try:
+            rc = proc.wait(timeout=max(1.0, limit - (time.monotonic() - started)))
+            statuses[job] = "passed" if rc == 0 else f"failed (exit {rc})"
+        except subprocess.TimeoutExpired:  # a stop request: the run in progress ends resumable
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+            statuses[job] = "stopped at the budget (completed runs kept)"
+        log.close()
+    sweep = work / "logs" / "study" / name
+    check.results["steps"]["cifar10_fig1"] = {
+        "status": "; ".join(f"{j}: {s}" for j, s in statuses.items()),
+        "seconds": round(time.monotonic() - started, 1), "sweep": name}
+    studies = check.out / "studies" / name
+    report = check.run("cifar10_report", [PYTHON, "ablations/report.py", str(sweep)], 60)
+    check.run("cifar10_figure", [PYTHON, "src/figures.py", "fig1", str(sweep), "--out",
+                                 str(studies / "figure")], 60)
+    for summary in sweep.rglob("summary.json"):  # the results, without the checkpoints
+        target = studies / summary.relative_to(sweep)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(summary, target)
+    for file in ("report.md", "report.png"):
+        if (sweep / file).is_file():
+            shutil.copy2(sweep / file, studies / file)
+    report["completed_runs"] = sum(
+        json.loads(p.read_text()).get("status") in ("completed", "diverged")
+        for p in studies.rglob("summary.json"))
+
+
+def render(results: dict[str, Any]) -> str:
+    env = results.get("environment") or {}
+    smoke = " (smoke: tiny sizes on the CPU, not a measurement)" if results["smoke"] else ""
+    lines = [f"# Device check{smoke}",
+             "", f"Started {results['started']}; budget {results['budget_s']:.0f} s. "
+             f"{env.get('gpu') or 'no GPU'}, torch {env.get('torch')}, CUDA {env.get('cuda')}, "
+             f"{env.get('cpu_count')} CPU cores. {results.get('nvidia_smi', '')}", "",
+             "| step | status | seconds | figures |", "|---|---|---|---|"]
+    for name, step in results["steps"].items():
+        figures = step.get("figures") or {}
+        shown = "; ".join(f"{k}: " + ", ".join(
+            f"{m} {v:.3g}" if isinstance(v, (int, float)) else f"{m} {v}"
+            for m, v in row.items() if v is not None)
+            for k, row in figures.items() if isinstance(row, dict))
+        if "completed_runs" in step:
+            shown = f"{step['completed_runs']} runs completed"
+        lines.append(f"| {name} | {step['status']} | {step.get('seconds', '')} | {shown} |")
+    lines += ["", "Each step's log is under `logs/`; the benchmarks' JSON beside this file; the "
+              "CIFAR-10 studies' summaries, report and figure under `studies/`."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=None, help="results folder")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds in all (default 470; --smoke 900)")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU")
+    parser.add_argument("--cifar", type=Path, default=None, help="CIFAR-10-images.tar.gz")
+    args = parser.parse_args()
+    out = args.out or (Path(os.environ["OUT"]) if os.environ.get("OUT") else
+                       ROOT / "logs" / "device_check" / datetime.now().strftime("%Y%m%d-%H%M%S"))
+    archive = args.cifar or next((a for a in ARCHIVES if a.is_file()), None)
+    if args.cifar is not None and not args.cifar.is_file():
+        print(f"error: --cifar {args.cifar} does not exist", file=sys.stderr)
+        sys.exit(2)
+    check = Check(out, args.budget or (900 if args.smoke else 470), args.smoke)
+    environment(check)
+    tree = None
+    if archive is not None:  # unpacked first: the input pipeline reads its test JPEGs too
+        work = check.out / "work" if args.smoke else ROOT / "logs" / "device_check"
+        tree = extract_subset(archive, work, *((20, 4) if args.smoke else (None, None)))
+    if not args.smoke:
+        check.run("gpu_tests", [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                "-n", "4", "-rs", *GPU_TESTS], 120)
+    benchmarks(check)
+    input_pipeline(check, None if tree is None else _flat_images(tree, check))
+    cifar10(check, tree)
+    check.write()
+    if args.smoke:
+        shutil.rmtree(check.out / "work", ignore_errors=True)
+    print(f"wrote {out / 'results.json'} and {out / 'README.md'}")
+
+
+def _flat_images(tree: Path, check: Check) -> Path:
+    """The test JPEGs in one folder, named ``<class>_<n>.jpg`` as src/benchmark_data.py reads."""
+    flat = (check.out / "work" if check.smoke else ROOT / "logs" / "device_check") / "flat"
+    flat.mkdir(parents=True, exist_ok=True)
+    for path in sorted((tree / "test").glob("*/*.jpg")):
+        link = flat / f"{path.parent.name}_{path.name}"
+        if not link.exists():
+            link.symlink_to(path.resolve())
+    return flat
+
+
+if __name__ == "__main__":
+    main()

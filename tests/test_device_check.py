@@ -1,0 +1,41 @@
+"""The prepared device check (src/device_check.py) runs whole at tiny sizes on the CPU, so that it
+is known to work before a GPU is lent."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "src"))
+from device_check import ARCHIVES  # noqa: E402
+
+
+def test_smoke_runs_every_step(tmp_path: Path) -> None:
+    out = tmp_path / "check"
+    result = subprocess.run([sys.executable, str(ROOT / "src" / "device_check.py"), "--smoke",
+                             "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    steps = results["steps"]
+    assert results["smoke"] and results["environment"]["torch"]
+    expected = {"environment", "benchmark", "benchmark_compile", "input_pipeline"}
+    if any(a.is_file() for a in ARCHIVES):
+        expected |= {"cifar10_prepare", "cifar10_fig1", "cifar10_report", "cifar10_figure"}
+    assert expected <= set(steps)
+    for name, step in steps.items():
+        assert step["status"] == "passed" or step["status"].startswith("skipped") or (
+            name == "cifar10_fig1" and all(part.endswith("passed")
+                                           for part in step["status"].split("; "))), (name, step)
+    assert steps["benchmark"]["figures"]["fast"]["img_per_s"] > 0
+    if "cifar10_report" in steps:
+        assert steps["cifar10_report"]["completed_runs"] == 2  # ReLU and tanh, one seed
+        assert (out / "studies" / "fig1_cifar10_jpeg_smoke" / "report.md").is_file()
+        assert (out / "studies" / "fig1_cifar10_jpeg_smoke" / "figure" / "fig1.png").is_file()
+        assert not list(out.rglob("*.ckpt"))  # summaries only: no checkpoints come back
+    readme = (out / "README.md").read_text()
+    assert "smoke" in readme and "| benchmark | passed |" in readme
+    assert not (out / "work").exists()
