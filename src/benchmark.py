@@ -31,6 +31,7 @@ os.environ.setdefault("ALEXNET_ROOT", str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.errors import HydraException  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig, open_dict  # noqa: E402
 
 import alexnet.run  # noqa: E402, F401  (registers the config resolvers)
@@ -115,6 +116,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             row["mfu"] = ratio(row["flops_per_s"], peak)
         lrn_shape = (2, 96, 13, 13) if args.tiny else (args.lrn_batch, 96, 55, 55)
         lrn = bench.lrn_alone(device, lrn_shape, repeats=1 if args.tiny else 3)
+        net = instantiate(cfg.model, num_classes=model["num_classes"])
+        update = bench.update_step(net, device, repeats=1 if args.tiny else 5)
 
         e2e: dict[str, Any] = {"fast": None, "off": None}
         if not args.no_end_to_end:
@@ -139,6 +142,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "model_only": rows,
             "end_to_end": e2e,
             "lrn": lrn,
+            "update_step": update,
             "ratios": {
                 "fast_vs_baseline": ratio(rows["fast"]["img_per_s"], rows["baseline"]["img_per_s"]),
                 "lightning_vs_bare_loop": ratio(rows["lightning"]["img_per_s"],
@@ -148,6 +152,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "end_to_end_fast_vs_off": ratio(e2e_fast, (e2e["off"] or {}).get("img_per_s")),
                 "end_to_end_vs_model_only": ratio(e2e_fast, rows["fast"]["img_per_s"]),
                 "lrn_fast_vs_stock": lrn["speedup"],
+                "update_fused_vs_loop": update["fused_vs_loop"],
             },
             "profile": model["profile"],
         }
@@ -190,6 +195,10 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"\n  LRN {tuple(lrn['shape'])} forward + backward: nn.LocalResponseNorm "
           f"{lrn['stock_ms']:.1f} ms, fast {lrn['fast_ms']:.1f} ms "
           f"(max |diff| {lrn['max_abs_diff']:.1e}, grad {lrn['max_grad_abs_diff']:.1e})")
+    up = r["update_step"]
+    print(f"\n  optimizer update of {up['parameters'] / 1e6:.1f} M parameters: PaperSGD four "
+          f"passes {up['paper_loop_ms']:.1f} ms, fused {up['paper_fused_ms']:.1f} ms; torch SGD "
+          f"foreach {up['torch_foreach_ms']:.1f} ms, fused {up['torch_fused_ms']:.1f} ms")
     print("\n  ratios (compare these across machines):")
     for key, value in r["ratios"].items():
         print(f"    {key:<28}{fmt(value, '.3f')}")

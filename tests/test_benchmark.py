@@ -19,7 +19,8 @@ from alexnet.models import AlexNet
 ROW_FIELDS = {"img_per_s", "step_ms", "flops_per_s", "peak_memory_mb", "rounds", "mfu"}
 E2E_FIELDS = {"name", "overrides", "img_per_s", "epochs", "wall_s", "status"}
 RATIOS = {"fast_vs_baseline", "lightning_vs_bare_loop", "lightning_vs_baseline",
-          "end_to_end_fast_vs_off", "end_to_end_vs_model_only", "lrn_fast_vs_stock"}
+          "end_to_end_fast_vs_off", "end_to_end_vs_model_only", "lrn_fast_vs_stock",
+          "update_fused_vs_loop"}
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,8 @@ def test_tiny_benchmark_writes_every_field(tiny_run) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert set(result) == {"environment", "config", "flops_per_image", "matmul_peak_flops",
-                           "compile_s", "model_only", "end_to_end", "lrn", "ratios", "profile"}
+                           "compile_s", "model_only", "end_to_end", "lrn", "update_step",
+                           "ratios", "profile"}
     assert result["environment"]["device"] == "cpu" and result["environment"]["gpu"] is None
     assert result["config"]["batch_size"] == 4 and result["config"]["crop_size"] == 67
     assert result["flops_per_image"] > 1e8
@@ -60,8 +62,14 @@ def test_tiny_benchmark_writes_every_field(tiny_run) -> None:
     assert lrn["shape"] == [2, 96, 13, 13] and lrn["max_abs_diff"] < 1e-4
     assert lrn["max_grad_abs_diff"] < 1e-4
     assert result["profile"] and {"op", "ms_per_step", "share"} <= set(result["profile"][0])
+    update = result["update_step"]
+    assert update["parameters"] > 1e6  # the configured AlexNet's every parameter
+    assert all(update[f"{name}_ms"] > 0 for name in ("paper_loop", "paper_fused",
+                                                       "torch_foreach", "torch_fused"))
+    assert update["fused_vs_loop"] == pytest.approx(update["paper_loop_ms"]
+                                                    / update["paper_fused_ms"])
     for line in ("plain loop, stock torch.nn", "fast path, Lightning module", "ratios",
-                 "where a fast step's time goes"):
+                 "where a fast step's time goes", "optimizer update of"):
         assert line in proc.stdout
 
 

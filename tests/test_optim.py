@@ -363,3 +363,63 @@ def test_the_module_builds_the_optimizer_from_its_network(tmp_path: Path) -> Non
     optimizer = configured["optimizer"]
     assert [g["name"] for g in optimizer.param_groups] == ["weights", "biases"]
     assert configured["lr_scheduler"]["scheduler"].min_lrs == [1e-5, 1e-5]
+
+
+# -- the fused update: one pass, the same update to float32 rounding ------------------------------
+@pytest.mark.parametrize("lrs", [CONSTANT, DROP])
+def test_fused_float32_matches_the_formula(lrs: list[float]) -> None:
+    w = torch.nn.Parameter(W0.float().clone())
+    opt = PaperSGD([w], lr=lrs[0], fused=True)
+    for grad, lr in zip(GRADS, lrs, strict=True):
+        opt.param_groups[0]["lr"] = lr
+        w.grad = grad.float().clone()
+        opt.step()
+    torch.testing.assert_close(w.detach().double(), by_hand(lrs), rtol=2e-6, atol=1e-7)
+
+
+def _cifar_net_steps(fused: bool, steps: int = 8) -> tuple[dict, dict]:
+    """A real net's groups (per-layer decay, biases at twice the rate), 8 steps with an lr drop."""
+    from alexnet.models.cifar_local import CifarLocalNet
+
+    torch.manual_seed(0)
+    net = CifarLocalNet(lrn=False, local3_filters=32)
+    opt = build_optimizer(functools.partial(paper_sgd, lr=0.01, fused=fused), net)
+    generator = torch.Generator().manual_seed(1)
+    for step in range(steps):
+        if step == 4:
+            for group in opt.param_groups:
+                group["lr"] /= 10
+        for p in net.parameters():
+            p.grad = torch.randn(p.shape, generator=generator)
+        opt.step()
+    return ({k: v.clone() for k, v in net.state_dict().items()},
+            {i: s["velocity"].clone() for i, s in opt.state_dict()["state"].items()})
+
+
+def test_fused_and_four_pass_updates_agree_to_float32_rounding() -> None:
+    fused_weights, fused_velocity = _cifar_net_steps(fused=True)
+    loop_weights, loop_velocity = _cifar_net_steps(fused=False)
+    assert fused_weights.keys() == loop_weights.keys()
+    for name in loop_weights:
+        torch.testing.assert_close(fused_weights[name], loop_weights[name], rtol=1e-5, atol=1e-6)
+    assert fused_velocity.keys() == loop_velocity.keys()  # the same state: checkpoints mix
+    for index in loop_velocity:
+        torch.testing.assert_close(fused_velocity[index], loop_velocity[index], rtol=1e-5,
+                                   atol=1e-7)
+    # Not identical: the fused kernel rounds the sum once, the four passes four times.
+    assert any(not torch.equal(fused_weights[n], loop_weights[n]) for n in loop_weights)
+
+
+def test_fused_falls_back_where_the_kernel_does_not_apply() -> None:
+    # float64 tensors and a zero learning rate take the four passes (and still step).
+    w64 = torch.nn.Parameter(W0.clone())
+    opt = PaperSGD([w64], lr=0.01, fused=True)
+    w64.grad = GRADS[0].clone()
+    opt.step()
+    torch.testing.assert_close(w64.detach(), W0 - 0.01 * (GRADS[0] + 5e-4 * W0), rtol=0,
+                               atol=1e-15)
+    w32 = torch.nn.Parameter(torch.ones(3))
+    opt = PaperSGD([w32], lr=0.0, fused=True)
+    w32.grad = torch.ones(3)
+    opt.step()
+    assert torch.equal(w32.detach(), torch.ones(3))

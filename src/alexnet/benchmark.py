@@ -278,6 +278,42 @@ def lrn_alone(device: torch.device, shape: tuple[int, ...], repeats: int) -> dic
     }
 
 
+def update_step(net: nn.Module, device: torch.device, repeats: int) -> dict[str, Any]:
+    """One optimizer update of every parameter of ``net`` (float32, on ``device``, random
+    gradients): PaperSGD's four passes, PaperSGD fused, and torch's SGD (foreach and fused) as
+    the reference; median milliseconds of ``repeats`` updates each."""
+    from alexnet.optim import PaperSGD
+
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.randn(p.shape, generator=gen).to(device).requires_grad_(True)
+              for p in net.parameters()]
+    optimizers = {
+        "paper_loop": lambda: PaperSGD(params, lr=0.01, fused=False),
+        "paper_fused": lambda: PaperSGD(params, lr=0.01, fused=True),
+        "torch_foreach": lambda: torch.optim.SGD(params, lr=0.01, momentum=0.9,
+                                                 weight_decay=5e-4, foreach=True),
+        "torch_fused": lambda: torch.optim.SGD(params, lr=0.01, momentum=0.9,
+                                               weight_decay=5e-4, fused=True),
+    }
+    result: dict[str, Any] = {"parameters": sum(p.numel() for p in params)}
+    built = {name: make() for name, make in optimizers.items()}
+    times: dict[str, list[float]] = {name: [] for name in built}
+    for i in range(repeats + 1):  # interleaved: a change of load falls on all of them alike
+        for name, optimizer in built.items():
+            for p in params:  # the fused kernels scale gradients in place: fresh ones each time
+                p.grad = torch.ones_like(p)
+            sync(device)
+            started = time.perf_counter()
+            optimizer.step()
+            sync(device)
+            if i:  # the first allocates the velocities
+                times[name].append(time.perf_counter() - started)
+    for name, measured in times.items():
+        result[f"{name}_ms"] = statistics.median(measured) * 1e3
+    result["fused_vs_loop"] = result["paper_loop_ms"] / result["paper_fused_ms"]
+    return result
+
+
 def profile_step(run: Runner, steps: int, top: int = 8) -> list[dict[str, Any]]:
     """The operators that take the most time in ``steps`` steps (self time, per step)."""
     from torch.profiler import ProfilerActivity, profile

@@ -42,7 +42,20 @@ class PaperSGD(torch.optim.Optimizer):
         lr: the learning rate epsilon (paper: 0.01, divided by 10 on plateaus).
         momentum: paper: 0.9. Must be in [0, 1).
         weight_decay: paper: 0.0005. Scaled by the learning rate, as in the formula.
+        fused: one pass over each parameter, its gradient and its velocity (torch's fused SGD
+            kernel, on CPU and CUDA float32/float16/bfloat16 tensors), instead of four
+            (``v *= momentum; v -= weight_decay * lr * w; v -= lr * g; w += v``); the same update
+            to float32 rounding, with the same state (``velocity``). The kernel leaves each
+            gradient scaled by -lr in place: read gradients before the step, as Lightning's hooks
+            do. Other tensors take the four passes.
+
+    How the fused kernel computes this update: torch's SGD step is b <- momentum * b +
+    (g / grad_scale + weight_decay' * w), w <- w - lr' * b. With the velocity v as b,
+    grad_scale = -1 / lr, weight_decay' = -weight_decay * lr and lr' = -1, it is
+    v <- momentum * v - lr * g - weight_decay * lr * w, w <- w + v: the paper's update.
     """
+
+    FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
     def __init__(
         self,
@@ -50,6 +63,7 @@ class PaperSGD(torch.optim.Optimizer):
         lr: float = 0.01,
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
+        fused: bool = True,
     ) -> None:
         if lr < 0.0:
             raise ValueError(f"lr must be >= 0, got {lr}")
@@ -59,6 +73,7 @@ class PaperSGD(torch.optim.Optimizer):
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
         defaults = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay}
         super().__init__(params, defaults)
+        self.fused = bool(fused)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -69,6 +84,7 @@ class PaperSGD(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
+            batches: dict[tuple, list[tuple[Tensor, Tensor]]] = {}
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -79,12 +95,29 @@ class PaperSGD(torch.optim.Optimizer):
                     # v starts at 0, so the first step is w <- w - lr * (g + weight_decay * w).
                     state["velocity"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 v = state["velocity"]
+                if self._fusable(p, v, lr):
+                    batches.setdefault((p.device, p.dtype), []).append((p, v))
+                    continue
                 v.mul_(momentum)
                 if weight_decay != 0.0:
                     v.add_(p, alpha=-weight_decay * lr)
                 v.add_(p.grad, alpha=-lr)
                 p.add_(v)
+            for (device, _), pairs in batches.items():
+                params = [p for p, _ in pairs]
+                torch._fused_sgd_(
+                    params, [p.grad for p in params], [v for _, v in pairs],
+                    weight_decay=-weight_decay * lr, momentum=momentum, lr=-1.0, dampening=0.0,
+                    nesterov=False, maximize=False, is_first_step=False,
+                    grad_scale=torch.tensor(-1.0 / lr, dtype=torch.float32, device=device),
+                    found_inf=None,
+                )
         return loss
+
+    def _fusable(self, p: Tensor, v: Tensor, lr: float) -> bool:
+        return (self.fused and lr != 0.0 and p.device.type in ("cpu", "cuda")
+                and p.dtype in self.FUSED_DTYPES and p.grad.dtype == p.dtype
+                and v.dtype == p.dtype and p.grad.layout == torch.strided)
 
 
 Params = nn.Module | Iterable[Tensor] | Iterable[tuple[str, Tensor]]
@@ -174,10 +207,10 @@ def _network_groups(net: nn.Module, groups: list[dict[str, Any]], *, lr: float,
 
 def _sgd(optimizer_class: type[torch.optim.Optimizer], params: Params, *, lr: float,
          momentum: float, weight_decay: float, decay_biases: bool,
-         bias_lr_mult: float) -> torch.optim.Optimizer:
+         bias_lr_mult: float, **options: Any) -> torch.optim.Optimizer:
     groups = param_groups(params, lr=lr, weight_decay=weight_decay, decay_biases=decay_biases,
                           bias_lr_mult=bias_lr_mult)
-    return optimizer_class(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return optimizer_class(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, **options)
 
 
 def paper_sgd(
@@ -188,10 +221,11 @@ def paper_sgd(
     weight_decay: float = 5e-4,
     decay_biases: bool = False,
     bias_lr_mult: float = 1.0,
+    fused: bool = True,
 ) -> PaperSGD:
     """:class:`PaperSGD` over :func:`param_groups` (``conf/optimizer/sgd_paper.yaml``)."""
     return _sgd(PaperSGD, params, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                decay_biases=decay_biases, bias_lr_mult=bias_lr_mult)
+                decay_biases=decay_biases, bias_lr_mult=bias_lr_mult, fused=fused)
 
 
 def torch_sgd(
