@@ -152,7 +152,23 @@ CASES = [
          "error: refused {tmp}/evil.ckpt: it needs unpickling arbitrary Python objects, which "
          "could run code; only checkpoints of tensors and plain containers are loaded", 2,
          setup=lambda tmp, d: _save(tmp / "evil.ckpt", {"payload": Evil(tmp / "ran")})),
+    Case("eval_random_bytes", "eval", ["ckpt_path={tmp}/random.ckpt"],
+         "error: {tmp}/random.ckpt is not a readable checkpoint (not a file torch.save wrote)", 2,
+         # seed 17: bytes on which the weights-only unpickler raises IndexError
+         setup=lambda tmp, d: (tmp / "random.ckpt").write_bytes(
+             np.random.default_rng(17).integers(0, 256, 2000, dtype=np.uint8).tobytes())),
+    Case("resume_random_bytes", "train", ["ckpt_path={tmp}/random.ckpt"],
+         "error: {tmp}/random.ckpt is not a readable checkpoint (not a file torch.save wrote)", 2,
+         setup=lambda tmp, d: (tmp / "random.ckpt").write_bytes(
+             np.random.default_rng(17).integers(0, 256, 2000, dtype=np.uint8).tobytes())),
     # -- prepared datasets ---------------------------------------------------------------------
+    Case("prepared_array_cut_short", "train",
+         ["data=imagefolder", *PREP, "data.prepared_dir={tmp}/prepared"],
+         "error: {tmp}/prepared: the train split is cut short or damaged (mmap length is greater "
+         "than file size); to prepare it: python src/prepare.py data=imagefolder "
+         f"data.root={EXAMPLE_ROOT} data.image_size=80 data.val_fraction=0.1 "
+         "data.test_fraction=0.1 data.prepared_dir={tmp}/prepared force=true", 2,
+         setup=lambda tmp, d: os.truncate(_prepared_copy(tmp, d) / "train_images.npy", 1000)),
     Case("prepared_missing", "train",
          ["data=imagefolder", *PREP, "data.prepared_dir={tmp}/prepared"],
          "error: prepared dataset not found: {tmp}/prepared does not exist; to prepare it: "

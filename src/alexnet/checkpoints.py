@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import pickle
 import shlex
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -77,16 +78,23 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointRefused(f"{path} is not a checkpoint file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError,
-            zipfile.BadZipFile) as err:
+        with warnings.catch_warnings():  # a file of random bytes "uses pickle protocol 201"
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - a file that is not a checkpoint fails in any way:
+        # the weights-only unpickler raises IndexError, KeyError, UnicodeDecodeError ... on bytes
+        # that are not a pickle, zipfile and OSError on a cut archive
         if "Unsupported global" in str(err):  # a real pickle that names code to call
             raise CheckpointRefused(
                 f"refused {path}: it needs unpickling arbitrary Python objects, which could run "
                 "code; only checkpoints of tensors and plain containers are loaded"
             ) from None
-        reason = ("not a file torch.save wrote" if isinstance(err, pickle.UnpicklingError)
-                  else _first_line(err).split(". ")[0])
+        # A cut or damaged archive says where it broke; bytes that are no pickle at all say
+        # nothing useful (IndexError: pop from empty list).
+        reason = (_first_line(err).split(". ")[0]
+                  if isinstance(err, RuntimeError | OSError | EOFError | zipfile.BadZipFile)
+                  and not isinstance(err, pickle.UnpicklingError)
+                  else "not a file torch.save wrote")
     raise CheckpointRefused(f"{path} is not a readable checkpoint ({reason})")
 
 

@@ -270,6 +270,7 @@ class PreparedDataModule(L.LightningDataModule):
         """Check ``prepared_dir`` against the configuration; DataError says what to run."""
         try:
             stats = prepared.load_stats(self.root, self.image_size)
+            prepared.check_arrays(self.root, stats)
         except DataError as err:
             if self.source is None:
                 raise

@@ -113,6 +113,31 @@ def load_stats(root: str | os.PathLike, image_size: int | None = None) -> dict[s
     return stats
 
 
+def check_arrays(root: str | os.PathLike, stats: dict[str, Any]) -> None:
+    """Every split that ``stats.json`` counts is on disk whole: its image file as long as its
+    header's shape says, as many labels as rows, as many usable rows as counted. Cheap (file
+    sizes and headers), so that a copy cut short stops a run before its first epoch, not in it."""
+    root = Path(root)
+    size = stats.get("image_size")
+    for split, counted in (stats.get("counts") or {}).items():
+        ipath, lpath = images_path(root, split), labels_path(root, split)
+        for path in (ipath, lpath):
+            if not path.is_file():
+                raise DataError(f"prepared dataset {root} has no {split} split: {path} is missing")
+        try:
+            images = np.load(ipath, mmap_mode="r")
+            labels = np.load(lpath)
+        except (ValueError, OSError, EOFError) as err:
+            raise DataError(f"{ipath.parent}: the {split} split is cut short or damaged "
+                            f"({' '.join(str(err).split())})") from None
+        if images.shape[1:] != (size, size, 3) or labels.ndim != 1 or len(labels) != len(images):
+            raise DataError(f"{ipath}: shape {images.shape} with {labels.shape} labels, but "
+                            f"stats.json says {size}x{size} images with a label each")
+        if int((labels >= 0).sum()) != int(counted.get("total", -1)):
+            raise DataError(f"{lpath}: {int((labels >= 0).sum())} usable rows, but stats.json "
+                            f"counts {counted.get('total')}")
+
+
 def open_split(root: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Return (images, labels) of one split; the images are a read-only memory map. Rows whose
     label is -1 hold no image (their source file could not be decoded)."""
@@ -120,8 +145,12 @@ def open_split(root: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndar
     for path in (ipath, lpath):
         if not path.is_file():
             raise DataError(f"prepared dataset {root} has no {split} split: {path} is missing")
-    images = np.load(ipath, mmap_mode="r")
-    labels = np.load(lpath)
+    try:
+        images = np.load(ipath, mmap_mode="r")
+        labels = np.load(lpath)
+    except (ValueError, OSError, EOFError) as err:
+        raise DataError(f"{Path(root)}: the {split} split is cut short or damaged "
+                        f"({' '.join(str(err).split())})") from None
     if images.ndim != 4 or images.shape[3] != 3 or len(images) != len(labels):
         raise DataError(
             f"{ipath} has shape {images.shape} with {len(labels)} labels; expected (N, S, S, 3)"
