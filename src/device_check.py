@@ -13,6 +13,8 @@ recorded as such and the check goes on:
    128, the automatic precision (bf16 on a GPU that has it), model-only against the stock fp32
    loop and end to end through the run assembly, MFU against the measured matmul peak; the second
    with ``speed.compile=true``;
+   ``benchmark_nonfinite_every_50``: end to end with the loss's finiteness read every 50 steps
+   instead of every step (one device-to-host sync a step: ``nonfinite_every``);
 4. ``input_pipeline``: ``src/benchmark_data.py``, the prepared uint8 batches through the loader
    alone, images/s beside what the GPU's step consumes (from step 3);
 5. ``cifar10``: the paper's CIFAR-10 experiments on real images (the JPEG tree, ``--cifar``): Fig.
@@ -131,7 +133,8 @@ def environment(check: Check) -> None:
 def benchmarks(check: Check) -> None:
     shapes = ["--tiny", "trainer.accelerator=cpu"] if check.smoke else [
         *PAPER_SHAPES, "--rounds", "3", "--steps", "20", "--epochs", "2"]
-    for name, extra in (("benchmark", []), ("benchmark_compile", ["speed.compile=true"])):
+    for name, extra in (("benchmark", []), ("benchmark_compile", ["speed.compile=true"]),
+                        ("benchmark_nonfinite_every_50", ["nonfinite_every=50"])):
         if check.smoke and extra:  # compiling takes minutes on a CPU; the flag is tested elsewhere
             check.results["steps"][name] = {"status": "skipped in --smoke"}
             continue

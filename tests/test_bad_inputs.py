@@ -226,6 +226,13 @@ CASES = [
          env={"ALEXNET_SELF_SIGNAL": "USR1@1"}),
     Case("loss_diverges", "train", ["optimizer.lr=1e9", "test=false"],
          "diverged at epoch 0 step 1 (training loss nan) -> {out}", 3),
+    # Read every 3 steps: the loss of step 1 is found at step 2, the third.
+    Case("loss_diverges_read_every_3", "train",
+         ["optimizer.lr=1e9", "test=false", "nonfinite_every=3"],
+         "diverged at epoch 0 step 2 (training loss nan) -> {out}", 3),
+    Case("nonfinite_every_zero", "train", ["nonfinite_every=0"],
+         "error: invalid configuration: nonfinite_every must be a whole number of steps >= 1, "
+         "got 0", 2),
 ]
 
 
@@ -283,7 +290,8 @@ def _assert_nothing_looks_like_a_result(tmp: Path, out: Path, case: Case) -> Non
         assert ckpts == [], ckpts
     if case.code == 3:
         summary = json.loads((out / "summary.json").read_text())
-        assert summary["status"] == "diverged" and summary["diverged"]["step"] == 1
+        assert summary["status"] == "diverged"
+        assert summary["diverged"]["step"] == (2 if case.id.endswith("every_3") else 1)
     assert not list(tmp.rglob(".*.partial"))  # no half-written checkpoint
 
 

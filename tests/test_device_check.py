@@ -22,7 +22,8 @@ def test_smoke_runs_every_step(tmp_path: Path) -> None:
     results = json.loads((out / "results.json").read_text())
     steps = results["steps"]
     assert results["smoke"] and results["environment"]["torch"]
-    expected = {"environment", "benchmark", "benchmark_compile", "input_pipeline"}
+    expected = {"environment", "benchmark", "benchmark_compile", "benchmark_nonfinite_every_50",
+                "input_pipeline"}
     if any(a.is_file() for a in ARCHIVES):
         expected |= {"cifar10_prepare", "cifar10_fig1", "cifar10_report", "cifar10_figure"}
     assert expected <= set(steps)

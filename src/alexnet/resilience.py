@@ -183,12 +183,25 @@ class RunGuard(L.Callback):
     ``checkpoint_dir``: where ``last.ckpt`` goes, which ``ckpt_path=last`` finds: the checkpoint of
     an interrupted run, and with ``save_last`` the whole state after each epoch's first batch
     (after the epoch's end had run: a checkpoint written inside an epoch's end resumes with that
-    epoch's scheduler step missing) and at the end of training. ``nonfinite``: ``stop``."""
+    epoch's scheduler step missing) and at the end of training. ``nonfinite``: ``stop``.
+
+    ``nonfinite_every``: how often the loss's finiteness (and, with several processes, the stop
+    flags) reach the host. 1: every step, before the backward, so that a non-finite loss never
+    reaches the weights. N > 1: the flag is kept on the device and read every N steps (and
+    before ``last.ckpt`` is written, which thus never holds a non-finite step's weights): one
+    device-to-host sync every N steps instead of every step, and a divergence is found up to
+    N - 1 steps late, its weights not kept."""
 
     def __init__(self, request: StopRequest, checkpoint_dir: str | os.PathLike,
-                 seed: int | None, nonfinite: str = "stop", save_last: bool = True) -> None:
+                 seed: int | None, nonfinite: str = "stop", save_last: bool = True,
+                 nonfinite_every: int = 1) -> None:
         if nonfinite not in NONFINITE_MODES:
             raise ValueError(f"nonfinite must be one of {list(NONFINITE_MODES)}, got {nonfinite!r}")
+        if int(nonfinite_every) < 1:
+            raise ValueError(f"nonfinite_every must be at least 1, got {nonfinite_every}")
+        self.nonfinite_every = int(nonfinite_every)
+        self._bad: torch.Tensor | None = None  # non-finite losses not yet read, on the device
+        self._signal_agreed = False
         self.request = request
         self.checkpoint_dir = Path(checkpoint_dir)
         self.base_seed = int(seed) if seed is not None else int.from_bytes(os.urandom(7), "big")
@@ -241,7 +254,16 @@ class RunGuard(L.Callback):
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            loss: torch.Tensor) -> None:
         # Before backward and the optimizer step: the weights are still the last good ones.
-        bad = (~torch.isfinite(loss.detach())).any().float()
+        flag = (~torch.isfinite(loss.detach())).any()
+        self._bad = flag if self._bad is None else self._bad | flag
+        if (trainer.global_step + 1) % self.nonfinite_every == 0:
+            self._check(trainer, loss)
+
+    def _check(self, trainer: L.Trainer, loss: torch.Tensor | None = None) -> None:
+        """Read the non-finite flag (one sync) and the other processes' stop flags."""
+        if self._bad is None:
+            return
+        bad, self._bad = self._bad.float(), None
         if trainer.world_size > 1:
             # One collective a step for both flags: a non-finite loss and a signal seen by any
             # process stop every process together (the others would hang in the next one).
@@ -249,12 +271,17 @@ class RunGuard(L.Callback):
             bad, seen = trainer.strategy.reduce(torch.stack([bad, seen]), reduce_op="max")
             if int(seen) and self.request.signum is None:
                 self.request.signum = int(seen)
+            self._signal_agreed = bool(int(seen))  # every process stops after the same step
         if bool(bad):
+            value = float(loss.detach()) if loss is not None else float("nan")
+            late = "" if self.nonfinite_every == 1 else (
+                f" (the loss is read every {self.nonfinite_every} steps: it became non-finite "
+                f"within the last {self.nonfinite_every})")
             raise Diverged(
-                f"diverged: the training loss is {float(loss.detach()):g} at epoch "
-                f"{trainer.current_epoch} step {trainer.global_step}",
+                f"diverged: the training loss is {value:g} at epoch "
+                f"{trainer.current_epoch} step {trainer.global_step}{late}",
                 diverged={"epoch": trainer.current_epoch, "step": trainer.global_step,
-                          "loss": str(float(loss.detach()))},
+                          "loss": str(value), "checked_every": self.nonfinite_every},
             )
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
@@ -266,7 +293,8 @@ class RunGuard(L.Callback):
         if self._self_signal and trainer.global_step == self._self_signal[1]:
             os.kill(os.getpid(), self._self_signal[0])
         last_batch = trainer.fit_loop.epoch_loop._num_ready_batches_reached()
-        if self.request.signum is None:
+        if self.request.signum is None or (trainer.world_size > 1 and not self._signal_agreed):
+            # (with several processes a signal is acted on once every process knows of it)
             if self.save_last and batch_idx == 0 and trainer.current_epoch > 0 and not last_batch:
                 self._save_last(trainer)
             return
@@ -281,6 +309,7 @@ class RunGuard(L.Callback):
             self._save_last(trainer)
 
     def _save_last(self, trainer: L.Trainer) -> str:
+        self._check(trainer)  # never a checkpoint of weights a non-finite step has reached
         path = self.checkpoint_dir / LAST
         trainer.save_checkpoint(path, weights_only=False)  # full state (weights_only=True: none)
         self.last_checkpoint = str(path.resolve())
@@ -435,6 +464,9 @@ def config_problems(cfg: DictConfig) -> list[str]:
     if epochs is not None and epochs < 1 and not (epochs == -1 and steps and steps > 0):
         problems.append(f"trainer.max_epochs must be at least 1 (or -1 with trainer.max_steps), "
                         f"got {epochs}")
+    every = cfg.get("nonfinite_every", 1)
+    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+        problems.append(f"nonfinite_every must be a whole number of steps >= 1, got {every!r}")
     if cfg.get("nonfinite", "stop") not in NONFINITE_MODES:
         problems.append(f"nonfinite must be one of {list(NONFINITE_MODES)}, got "
                         f"{cfg.get('nonfinite')!r}")

@@ -173,7 +173,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         weights_only = OmegaConf.select(cfg, "callbacks.model_checkpoint.save_weights_only")
         guard = RunGuard(StopRequest(), out / "checkpoints", cfg.get("seed"),
                          cfg.get("nonfinite") or "stop",
-                         save_last=bool(cfg.get("save_last", True)) and not weights_only)
+                         save_last=bool(cfg.get("save_last", True)) and not weights_only,
+                         nonfinite_every=int(cfg.get("nonfinite_every") or 1))
         if cfg.get("seed") is not None:
             L.seed_everything(cfg.seed, workers=True, verbose=False)
         # The training order's seed: the run's, so that every process draws the same order.
