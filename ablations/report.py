@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from alexnet import exits  # noqa: E402
 from alexnet.report import write_report  # noqa: E402
 from alexnet.study import StudyError  # noqa: E402
 
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         md, png, study = write_report(args.sweep_dir)
     except StudyError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return exits.USER_ERROR
     print(f"{len(study.runs)} runs; wrote {md} and {png}")
     if args.wandb or args.wandb_online:
         from alexnet.wandb_media import log_study
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     if study.missing:
         print(f"warning: {len(study.missing)} expected runs are missing, failed or interrupted "
               f"(listed in {md.name})", file=sys.stderr)
-    return 0
+    return exits.COMPLETED
 
 
 if __name__ == "__main__":

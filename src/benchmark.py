@@ -36,6 +36,7 @@ from omegaconf import DictConfig, open_dict  # noqa: E402
 
 import alexnet.run  # noqa: E402, F401  (registers the config resolvers)
 from alexnet import benchmark as bench  # noqa: E402
+from alexnet import exits  # noqa: E402
 from alexnet.run import UserError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -230,7 +231,7 @@ def main() -> None:
         result = run(args)
     except (UserError, ValueError, HydraException) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(exits.USER_ERROR)
     print_table(result)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")

@@ -44,6 +44,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from alexnet import exits
+
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 ARCHIVES = (ROOT.parent / "shared" / "data" / "cifar10-jpeg" / "CIFAR-10-images.tar.gz",
@@ -268,7 +270,7 @@ def main() -> None:
     archive = args.cifar or next((a for a in ARCHIVES if a.is_file()), None)
     if args.cifar is not None and not args.cifar.is_file():
         print(f"error: --cifar {args.cifar} does not exist", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(exits.USER_ERROR)
     check = Check(out, args.budget or (900 if args.smoke else 470), args.smoke)
     environment(check)
     tree = None

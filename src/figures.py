@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("ALEXNET_ROOT", str(ROOT))
 
-from alexnet import figures  # noqa: E402
+from alexnet import exits, figures  # noqa: E402
 from alexnet.data.prepared import DataError  # noqa: E402
 from alexnet.run import UserError  # noqa: E402
 from alexnet.study import StudyError  # noqa: E402
@@ -98,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         written = figures.write_figure_dir(out, pngs, inputs, measured)
     except (UserError, StudyError, DataError) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+        return exits.USER_ERROR
     print(f"wrote {', '.join(p.name for p in written)} in {out}")
-    return 0
+    return exits.COMPLETED
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ os.environ.setdefault("ALEXNET_ROOT", str(Path(__file__).resolve().parents[1]))
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from alexnet import exits  # noqa: E402
 from alexnet.data import prepare, prepared, synthetic, writer  # noqa: E402
 from alexnet.run import building, reports_user_errors  # noqa: E402
 
@@ -52,7 +53,7 @@ def main(cfg: DictConfig) -> None:
     except KeyboardInterrupt:
         print(f"interrupted: the work so far is kept in {prepared.partial_dir(job.root)}; run "
               f"the same command again to resume", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(exits.CTRL_C)
     print(prepare.describe(result, source))
     counts = ", ".join(f"{s} {c['total']}" for s, c in result.stats["counts"].items())
     print(f"completed: {counts} images -> {job.root}")  # the last line of every run

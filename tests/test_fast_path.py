@@ -4,6 +4,7 @@ reference path computes: float32 to 1e-5, bfloat16 to its stated tolerance."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -89,6 +90,7 @@ def test_speed_options_and_errors() -> None:
 
 
 def test_auto_precision(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(speed, "cpu_flags", lambda: {"avx2", "avx512f"})
     assert speed.auto_precision("cpu") == "32-true"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert speed.auto_precision("auto") == "32-true"
@@ -99,6 +101,24 @@ def test_auto_precision(monkeypatch: pytest.MonkeyPatch) -> None:
     assert speed.auto_precision("cpu") == "32-true"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert speed.auto_precision("gpu") == "32-true"
+
+
+def test_auto_precision_on_cpus_chooses_by_their_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(speed, "cpu_flags", lambda: {"avx512f", "avx512_bf16", "amx_bf16",
+                                                      "amx_tile"})
+    assert speed.precision_choice("auto") == ("bf16-mixed",
+                                              "a CPU with AMX (amx_bf16, avx512_bf16)")
+    assert speed.auto_precision("cpu") == "bf16-mixed"
+    monkeypatch.setattr(speed, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})  # no AMX
+    assert speed.precision_choice("cpu") == ("32-true", "a CPU without native bf16 (no amx_bf16)")
+    monkeypatch.setattr(speed, "cpu_flags", set)  # no /proc/cpuinfo
+    assert speed.auto_precision("cpu") == "32-true"
+
+
+def test_cpu_flags_reads_this_machine() -> None:
+    flags = speed.cpu_flags()
+    assert not Path("/proc/cpuinfo").is_file() or {"fpu"} <= flags or "sse2" in flags
 
 
 def test_config_defaults_resolve(tmp_path, data_dir) -> None:

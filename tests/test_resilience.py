@@ -247,3 +247,21 @@ def test_finding_the_checkpoint_to_resume(tmp_path: Path, monkeypatch: pytest.Mo
     assert find_requeued_checkpoint(tmp_path, "train") is None  # the job's first run
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     assert find_requeued_checkpoint(tmp_path, "train") == runs / "old" / "checkpoints" / "last.ckpt"
+
+
+def test_one_exit_status_table_matches_readme() -> None:
+    """alexnet.exits is the one table; README's states the same statuses, every signal handled
+    included, and no entry point spells a status as a literal."""
+    import re
+
+    from alexnet import exits
+    from alexnet.resilience import SIGNALS
+
+    readme = (ROOT / "README.md").read_text()
+    rows = re.findall(r"^\| ([\d, ]+) \| (.+) \|$", readme, flags=re.MULTILINE)
+    codes = {int(c) for first, _ in rows for c in first.split(",")}
+    assert {exits.COMPLETED, exits.FAILED, exits.USER_ERROR, exits.DIVERGED} <= codes
+    assert {exits.interrupted(s) for s in SIGNALS} <= codes
+    entry_points = [*(ROOT / "src").glob("*.py"), ROOT / "ablations" / "report.py"]
+    for path in entry_points:
+        assert not re.search(r"sys\.exit\(\d+\)|return [0-9]+\n", path.read_text()), path

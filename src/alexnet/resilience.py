@@ -13,9 +13,7 @@ What makes a resumed run equal to an uninterrupted one:
 - the checkpoint holds the model, optimizer, scheduler, loop progress, metric history and the
   random states, as plain tensors and containers: it loads with ``weights_only=True``.
 
-Exit statuses (README, "Long runs"): 0 completed, 1 failed (a crash, an unwritable disk),
-2 a user error, 3 diverged (a non-finite loss), 128 + N interrupted by signal N (130 SIGINT,
-138 SIGUSR1, 140 SIGUSR2, 143 SIGTERM).
+Exit statuses: the one table in :mod:`alexnet.exits`.
 """
 
 from __future__ import annotations
@@ -38,12 +36,10 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics import Metric
 
+from alexnet import exits
 from alexnet.checkpoints import LAST, slurm_job_id
 from alexnet.data.sampling import replica_of
 
-EXIT_FAILED = 1
-EXIT_USER_ERROR = 2
-EXIT_DIVERGED = 3
 # SIGUSR1: the warning signal an sbatch script asks SLURM for (--signal=USR1@90); SIGUSR2: the one
 # submitit asks for under hydra/launcher=slurm (its signal_delay_s), handled alike.
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
@@ -59,7 +55,7 @@ class RunStopped(Exception):
     shell, ``fields`` are added to the summary."""
 
     status = "failed"
-    exit_code = EXIT_FAILED
+    exit_code = exits.FAILED
 
     def __init__(self, message: str, **fields: Any) -> None:
         super().__init__(message)
@@ -71,12 +67,12 @@ class Interrupted(RunStopped):
 
     def __init__(self, message: str, signum: int, **fields: Any) -> None:
         super().__init__(message, **fields)
-        self.exit_code = 128 + int(signum)
+        self.exit_code = exits.interrupted(signum)
 
 
 class Diverged(RunStopped):
     status = "diverged"
-    exit_code = EXIT_DIVERGED
+    exit_code = exits.DIVERGED
 
 
 # -- signals ----------------------------------------------------------------------------------
@@ -437,7 +433,7 @@ def _check_writable(directory: str) -> None:
         where = f" ({err.filename})" if err.filename and str(err.filename) != str(path) else ""
         print(f"error: cannot write the run directory {path}: {err.strerror}{where}",
               file=sys.stderr)
-        sys.exit(EXIT_FAILED)
+        sys.exit(exits.FAILED)
 
 
 def config_problems(cfg: DictConfig) -> list[str]:

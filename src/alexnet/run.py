@@ -25,7 +25,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from alexnet import parallel
+from alexnet import exits, parallel
 from alexnet.ablation import applied_ablations
 from alexnet.callbacks import ImageThroughput, MetricHistory
 from alexnet.checkpoints import (
@@ -51,7 +51,7 @@ from alexnet.resilience import (
     requeue_slurm_job,
     under_slurm,
 )
-from alexnet.speed import speed_options
+from alexnet.speed import precision_record, speed_options
 from alexnet.study import flatten_config
 from alexnet.summary import build_summary, read_summary, write_summary
 
@@ -91,7 +91,7 @@ def reports_user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConf
             print(f"error: {err}", file=sys.stderr)
             if _in_multirun():  # Hydra records this job as failed and goes on with the others
                 raise
-            sys.exit(2)
+            sys.exit(exits.USER_ERROR)
         except RunStopped as err:  # its final line is printed already (summary.json written)
             if isinstance(err, Interrupted) or not _in_multirun():
                 sys.exit(err.exit_code)  # an interrupted sweep stops whole: it is preempted
@@ -99,14 +99,14 @@ def reports_user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConf
         except KeyboardInterrupt:  # Ctrl-C before training (or twice): nothing to resume
             print("interrupted: nothing was saved to resume from; run the command again",
                   file=sys.stderr)
-            sys.exit(130)
+            sys.exit(exits.CTRL_C)
         except OSError as err:
             if err.errno not in WRITE_ERRNOS:
                 raise
             if not getattr(err, "reported", False):  # else the run's final line said it
                 print(f"error: cannot write {err.filename or ''}: {err.strerror}",
                       file=sys.stderr)
-            sys.exit(1)
+            sys.exit(exits.FAILED)
 
     return wrapper
 
@@ -220,6 +220,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         guard.request.restore()
     extra = _resilience_record(cfg, resume, guard, checkpoint, error)
     extra["parallel"] = module.parallel_layout  # processes, replicas, columns
+    extra["precision"] = precision_record(cfg)  # bf16 or float32, and why
     if cfg.get("test"):
         extra["evaluation"] = evaluation_record(datamodule, trainer)
     for callback in trainer.callbacks:  # a run ended once it measured what it is for
