@@ -392,8 +392,9 @@ def _cifar_net_steps(fused: bool, steps: int = 8) -> tuple[dict, dict]:
         for p in net.parameters():
             p.grad = torch.randn(p.shape, generator=generator)
         opt.step()
+    params = [p for group in opt.param_groups for p in group["params"]]
     return ({k: v.clone() for k, v in net.state_dict().items()},
-            {i: s["velocity"].clone() for i, s in opt.state_dict()["state"].items()})
+            {i: opt.velocity(p) for i, p in enumerate(params)})
 
 
 def test_fused_and_four_pass_updates_agree_to_float32_rounding() -> None:
@@ -402,7 +403,7 @@ def test_fused_and_four_pass_updates_agree_to_float32_rounding() -> None:
     assert fused_weights.keys() == loop_weights.keys()
     for name in loop_weights:
         torch.testing.assert_close(fused_weights[name], loop_weights[name], rtol=1e-5, atol=1e-6)
-    assert fused_velocity.keys() == loop_velocity.keys()  # the same state: checkpoints mix
+    assert fused_velocity.keys() == loop_velocity.keys()
     for index in loop_velocity:
         torch.testing.assert_close(fused_velocity[index], loop_velocity[index], rtol=1e-5,
                                    atol=1e-7)
@@ -423,3 +424,31 @@ def test_fused_falls_back_where_the_kernel_does_not_apply() -> None:
     w32.grad = torch.ones(3)
     opt.step()
     assert torch.equal(w32.detach(), torch.ones(3))
+
+
+def test_fused_and_four_pass_checkpoints_load_into_each_other() -> None:
+    """A checkpoint of either form resumes in the other: the velocity carries over."""
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(5))
+    grads = [torch.randn(5) for _ in range(6)]
+    for first, second in ((True, False), (False, True)):
+        a = torch.nn.Parameter(w.detach().clone())
+        opt = PaperSGD([a], lr=0.01, fused=first)
+        for g in grads[:3]:
+            a.grad = g.clone()
+            opt.step()
+        saved = opt.state_dict()
+        assert set(saved["state"][0]) == ({"buffer", "buffer_lr"} if first else {"velocity"})
+        b = torch.nn.Parameter(a.detach().clone())
+        other = PaperSGD([b], lr=0.001, fused=second)  # resumed after a drop of the rate
+        other.load_state_dict(saved)
+        other.param_groups[0]["lr"] = 0.001
+        ref = torch.nn.Parameter(a.detach().clone())  # the four passes from the same velocity
+        ref_opt = PaperSGD([ref], lr=0.001, fused=False)
+        ref_opt.state[ref]["velocity"] = opt.velocity(a)
+        for g in grads[3:]:
+            b.grad, ref.grad = g.clone(), g.clone()
+            other.step()
+            ref_opt.step()
+        torch.testing.assert_close(b.detach(), ref.detach(), rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(other.velocity(b), ref_opt.velocity(ref), rtol=1e-5, atol=1e-8)

@@ -101,6 +101,9 @@ def test_every_layout_trains_as_one_process(runs: dict[str, Path], layout: str) 
     (states_one,), (states_many,) = one["optimizer_states"], many["optimizer_states"]
     for index, entry in states_one["state"].items():
         for key, value in entry.items():
+            if not isinstance(value, torch.Tensor):  # the fused update's buffer_lr
+                assert states_many["state"][index][key] == value, (index, key)
+                continue
             assert _relative(states_many["state"][index][key], value) < RTOL, (index, key)
     layout_record = many["alexnet_parallel_layout"]
     assert layout_record["processes"] == {"ddp1": 1, "ddp2": 2, "columns2": 2,

@@ -298,8 +298,10 @@ def update_step(net: nn.Module, device: torch.device, repeats: int) -> dict[str,
     result: dict[str, Any] = {"parameters": sum(p.numel() for p in params)}
     built = {name: make() for name, make in optimizers.items()}
     times: dict[str, list[float]] = {name: [] for name in built}
-    for i in range(repeats + 1):  # interleaved: a change of load falls on all of them alike
-        for name, optimizer in built.items():
+    names = list(built)
+    for i in range(repeats + 1):  # interleaved, each first in turn: load falls on all alike
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            optimizer = built[name]
             for p in params:  # the fused kernels scale gradients in place: fresh ones each time
                 p.grad = torch.ones_like(p)
             sync(device)

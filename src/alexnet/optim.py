@@ -42,17 +42,18 @@ class PaperSGD(torch.optim.Optimizer):
         lr: the learning rate epsilon (paper: 0.01, divided by 10 on plateaus).
         momentum: paper: 0.9. Must be in [0, 1).
         weight_decay: paper: 0.0005. Scaled by the learning rate, as in the formula.
-        fused: one pass over each parameter, its gradient and its velocity (torch's fused SGD
-            kernel, on CPU and CUDA float32/float16/bfloat16 tensors), instead of four
-            (``v *= momentum; v -= weight_decay * lr * w; v -= lr * g; w += v``); the same update
-            to float32 rounding, with the same state (``velocity``). The kernel leaves each
-            gradient scaled by -lr in place: read gradients before the step, as Lightning's hooks
-            do. Other tensors take the four passes.
+        fused: one pass over each parameter, its gradient and its momentum (torch's fused SGD
+            kernel, on CPU and CUDA float32/float16/bfloat16 tensors) instead of four
+            (``v *= momentum; v -= weight_decay * lr * w; v -= lr * g; w += v``): the same
+            update to float32 rounding. Other tensors, and a zero learning rate, take the four.
 
-    How the fused kernel computes this update: torch's SGD step is b <- momentum * b +
-    (g / grad_scale + weight_decay' * w), w <- w - lr' * b. With the velocity v as b,
-    grad_scale = -1 / lr, weight_decay' = -weight_decay * lr and lr' = -1, it is
-    v <- momentum * v - lr * g - weight_decay * lr * w, w <- w + v: the paper's update.
+    The fused kernel is torch's SGD step, b <- momentum * b + g + weight_decay * w,
+    w <- w - lr * b, whose buffer b is the velocity in gradient units: v = -lr * b. At a constant
+    learning rate that *is* the paper's update; when the rate changes from lr0 to lr1, the
+    velocity the paper carries over is kept by rescaling b by lr0 / lr1 once. So a fused
+    parameter's state holds ``buffer`` and ``buffer_lr`` (the rate b is in units of) and an
+    unfused one ``velocity``; :meth:`velocity` gives v either way, and each form is converted to
+    the other when a checkpoint of one is loaded into the other.
     """
 
     FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -90,34 +91,59 @@ class PaperSGD(torch.optim.Optimizer):
                     continue
                 if p.grad.is_sparse:
                     raise RuntimeError("PaperSGD does not support sparse gradients")
-                state = self.state[p]
-                if "velocity" not in state:
-                    # v starts at 0, so the first step is w <- w - lr * (g + weight_decay * w).
-                    state["velocity"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                v = state["velocity"]
-                if self._fusable(p, v, lr):
-                    batches.setdefault((p.device, p.dtype), []).append((p, v))
+                if self._fusable(p, lr):
+                    batches.setdefault((p.device, p.dtype), []).append((p, self._buffer(p, lr)))
                     continue
+                v = self._velocity_state(p)
                 v.mul_(momentum)
                 if weight_decay != 0.0:
                     v.add_(p, alpha=-weight_decay * lr)
                 v.add_(p.grad, alpha=-lr)
                 p.add_(v)
-            for (device, _), pairs in batches.items():
+            for pairs in batches.values():
                 params = [p for p, _ in pairs]
                 torch._fused_sgd_(
-                    params, [p.grad for p in params], [v for _, v in pairs],
-                    weight_decay=-weight_decay * lr, momentum=momentum, lr=-1.0, dampening=0.0,
-                    nesterov=False, maximize=False, is_first_step=False,
-                    grad_scale=torch.tensor(-1.0 / lr, dtype=torch.float32, device=device),
+                    params, [p.grad for p in params], [b for _, b in pairs],
+                    weight_decay=weight_decay, momentum=momentum, lr=lr, dampening=0.0,
+                    nesterov=False, maximize=False, is_first_step=False, grad_scale=None,
                     found_inf=None,
                 )
         return loss
 
-    def _fusable(self, p: Tensor, v: Tensor, lr: float) -> bool:
+    def velocity(self, p: Tensor) -> Tensor | None:
+        """The paper's v of ``p`` (a new tensor), whichever form its state holds; None before its
+        first step."""
+        state = self.state.get(p, {})
+        if "buffer" in state:
+            return state["buffer"] * -state["buffer_lr"]
+        return state["velocity"].clone() if "velocity" in state else None
+
+    def _fusable(self, p: Tensor, lr: float) -> bool:
         return (self.fused and lr != 0.0 and p.device.type in ("cpu", "cuda")
                 and p.dtype in self.FUSED_DTYPES and p.grad.dtype == p.dtype
-                and v.dtype == p.dtype and p.grad.layout == torch.strided)
+                and p.grad.layout == torch.strided)
+
+    def _buffer(self, p: Tensor, lr: float) -> Tensor:
+        """``p``'s momentum in the units of ``lr`` (the fused form), made or converted in place."""
+        state = self.state[p]
+        if "velocity" in state:  # from the four passes, or a checkpoint of them: b = v / -lr
+            state["buffer"], state["buffer_lr"] = state.pop("velocity").div_(-lr), lr
+        elif "buffer" not in state:  # v starts at 0: the first step is w -= lr * (g + wd * w)
+            state["buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["buffer_lr"] = lr
+        elif state["buffer_lr"] != lr:  # a new rate: rescaled, so that v stays what it was
+            state["buffer"].mul_(state["buffer_lr"] / lr)
+            state["buffer_lr"] = lr
+        return state["buffer"]
+
+    def _velocity_state(self, p: Tensor) -> Tensor:
+        """``p``'s velocity (the four passes' form), made or converted in place."""
+        state = self.state[p]
+        if "buffer" in state:
+            state["velocity"] = state.pop("buffer").mul_(-state.pop("buffer_lr"))
+        elif "velocity" not in state:
+            state["velocity"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return state["velocity"]
 
 
 Params = nn.Module | Iterable[Tensor] | Iterable[tuple[str, Tensor]]
