@@ -17,10 +17,18 @@ recorded as such and the check goes on:
    instead of every step (one device-to-host sync a step: ``nonfinite_every``);
 4. ``input_pipeline``: ``src/benchmark_data.py``, the prepared uint8 batches through the loader
    alone, images/s beside what the GPU's step consumes (from step 3);
-5. ``cifar10``: the paper's CIFAR-10 experiments on real images (the JPEG tree, ``--cifar``): Fig.
-   1's study (``study_fig1_cifar10_jpeg``), one process per activation and seed side by side on
-   the one GPU, until the budget is spent; every run that completes is a result (the study is
-   resumable, and its report lists what is missing). Then its report and Fig. 1.
+5. ``resume``: a short run stopped by SIGTERM in an epoch's middle and resumed
+   (``ckpt_path=last``) against the same run uninterrupted: the largest relative difference of
+   their final weights, and whether their per-epoch metrics are equal (bit-identical on a CPU;
+   cuDNN's kernels need not be);
+6. ``cifar10``: the paper's CIFAR-10 experiments on real images (the JPEG tree, ``--cifar``): Fig.
+   1's study (``study_fig1_cifar10_jpeg``) and Sec. 3.3's (``study_sec33_jpeg`` on a 60-epoch
+   schedule, 50 + 5 + 5), one process per arm and seed side by side on the one GPU, until the
+   budget is spent; every run that completes is a result (the studies are resumable, and their
+   reports list what is missing). Then their reports and Fig. 1.
+
+``--only`` runs some of the steps (``tests,benchmark,pipeline,resume,cifar10``), so that a
+session can spread the check over two calls of its GPU time.
 
 Writes ``DIR/results.json`` (every step's status, seconds and figures), ``DIR/README.md`` (a short
 table) and ``DIR/logs/<step>.log``; the studies' ``summary.json`` files, reports and figures under
@@ -50,6 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 ARCHIVES = (ROOT.parent / "shared" / "data" / "cifar10-jpeg" / "CIFAR-10-images.tar.gz",
             ROOT / "data" / "CIFAR-10-images.tar.gz")
+STEPS = ("tests", "benchmark", "pipeline", "resume", "cifar10")
 GPU_TESTS = ["tests/test_data_presets.py", "tests/test_fast_path.py", "tests/test_parallel.py"]
 PAPER_SHAPES = ["data.image_size=256", "data.crop_size=227", "data.batch_size=128"]
 
@@ -171,6 +180,49 @@ def input_pipeline(check: Check, images: Path | None) -> None:
                                  "--batch-size", batch], 90)
 
 
+def resume(check: Check) -> None:
+    """Stop a run by SIGTERM in its second epoch, resume it, and compare it with the same run
+    uninterrupted."""
+    work = check.out / "work" / "resume"
+    args = [PYTHON, "src/train.py", "experiment=none", "data.image_size=80", "data.crop_size=67",
+            "data.train_per_class=20", "data.val_per_class=5", "data.test_per_class=5",
+            "data.batch_size=16", "trainer.max_epochs=3", "test=false", "seed=11",
+            "model.init=kaiming", "data.scale=0.017", "optimizer.lr=0.01", "scheduler=none",
+            "trainer.enable_progress_bar=false", "~callbacks.progress_bar",
+            f"paths.data_dir={work / 'data'}", "data.num_workers=2"]
+    if check.smoke:
+        args.append("trainer.accelerator=cpu")
+    runs = {"whole": [], "cut": ["ALEXNET_SELF_SIGNAL=TERM@15"], "resumed": []}
+    for name, env in runs.items():
+        log_dir = work / ("whole" if name == "whole" else "cut")
+        extra = ["ckpt_path=last"] if name == "resumed" else []
+        command = ["env", *env, *args, f"paths.log_dir={log_dir}", *extra]
+        record = check.run(f"resume_{name}", command, 240)
+        expected = "failed (exit 143)" if name == "cut" else "passed"
+        if record["status"] != expected:
+            check.results["steps"]["resume"] = {"status": f"{name} run: {record['status']}"}
+            return
+    import torch  # only here: the other steps run in subprocesses
+
+    def final(log_dir: Path) -> tuple[dict, list[dict]]:
+        summary = json.loads(sorted((log_dir / "train" / "runs").glob("*/summary.json"))[-1]
+                             .read_text())
+        weights = torch.load(summary["checkpoints"]["last"], map_location="cpu",
+                             weights_only=True)["state_dict"]
+        rows = [{k: v for k, v in r.items() if "img_per_s" not in k} for r in summary["history"]]
+        return weights, rows
+
+    (whole, whole_rows), (resumed, resumed_rows) = final(work / "whole"), final(work / "cut")
+    worst = max(float((resumed[k].float() - v.float()).abs().max()
+                      / v.float().abs().max().clamp_min(1e-12)) for k, v in whole.items())
+    check.results["steps"]["resume"] = {
+        "status": "passed", "figures": {"resume": {
+            "max_relative_weight_difference": worst,
+            "metrics_identical": whole_rows == resumed_rows}}}
+    print(f"resume: largest relative weight difference {worst:.3g}; per-epoch metrics "
+          f"{'identical' if whole_rows == resumed_rows else 'differ'}", flush=True)
+
+
 def cifar10(check: Check, tree: Path | None) -> None:
     if tree is None:
         check.results["steps"]["cifar10"] = {"status": "skipped: no CIFAR-10 archive (--cifar)"}
@@ -194,6 +246,19 @@ def cifar10(check: Check, tree: Path | None) -> None:
     seeds = [1] if check.smoke else [1, 2]
     jobs = [(f"seed{s}_{arm}", [*common, f"study.seeds=[{s}]", f"study.arms=[{arm}]"])
             for s in seeds for arm in ("none", "tanh")]
+    # Sec. 3.3 beside it: the 11% net with and without normalisation, 50 + 5 + 5 epochs.
+    sec33_name = "sec33_60ep_jpeg" + ("_smoke" if check.smoke else "_gpu")
+    sec33 = [PYTHON, "src/train.py", "-m", "experiment=study_sec33_jpeg",
+             f"data.prepared_dir={prepared}", "data.root=null", f"study.name={sec33_name}",
+             f"paths.log_dir={work / 'logs'}", "study.note='60 epochs, 50 + 5 + 5, of the "
+             "recipe 500 + 10 + 10; CIFAR-10 from its quality-75 JPEG copy'"]
+    if check.smoke:
+        sec33 += ["trainer.max_epochs=1", "scheduler.milestones=[1,2]", "data.batch_size=40",
+                  "data.num_workers=0", "trainer.accelerator=cpu"]
+    else:
+        sec33 += ["trainer.max_epochs=60", "scheduler.milestones=[50,55]", "data.num_workers=2"]
+    jobs += [(f"sec33_seed{s}_{arm}", [*sec33, f"study.seeds=[{s}]", f"study.arms=[{arm}]"])
+             for s in seeds for arm in ("none", "no_lrn")]
     started = time.monotonic()
     limit = max(1.0, check.left() - (20 if check.smoke else 45))  # room for the reports
     procs = []
@@ -215,24 +280,25 @@ def cifar10(check: Check, tree: Path | None) -> None:
                 os.killpg(proc.pid, signal.SIGKILL)
             statuses[job] = "stopped at the budget (completed runs kept)"
         log.close()
-    sweep = work / "logs" / "study" / name
-    check.results["steps"]["cifar10_fig1"] = {
+    check.results["steps"]["cifar10_runs"] = {
         "status": "; ".join(f"{j}: {s}" for j, s in statuses.items()),
-        "seconds": round(time.monotonic() - started, 1), "sweep": name}
-    studies = check.out / "studies" / name
-    report = check.run("cifar10_report", [PYTHON, "ablations/report.py", str(sweep)], 60)
-    check.run("cifar10_figure", [PYTHON, "src/figures.py", "fig1", str(sweep), "--out",
-                                 str(studies / "figure")], 60)
-    for summary in sweep.rglob("summary.json"):  # the results, without the checkpoints
-        target = studies / summary.relative_to(sweep)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(summary, target)
-    for file in ("report.md", "report.png"):
-        if (sweep / file).is_file():
-            shutil.copy2(sweep / file, studies / file)
-    report["completed_runs"] = sum(
-        json.loads(p.read_text()).get("status") in ("completed", "diverged")
-        for p in studies.rglob("summary.json"))
+        "seconds": round(time.monotonic() - started, 1), "studies": [name, sec33_name]}
+    for study, step in ((name, "cifar10_fig1"), (sec33_name, "cifar10_sec33")):
+        sweep, studies = work / "logs" / "study" / study, check.out / "studies" / study
+        report = check.run(f"{step}_report", [PYTHON, "ablations/report.py", str(sweep)], 60)
+        if step == "cifar10_fig1":
+            check.run("cifar10_fig1_figure", [PYTHON, "src/figures.py", "fig1", str(sweep),
+                                              "--out", str(studies / "figure")], 60)
+        for summary in sweep.rglob("summary.json"):  # the results, without the checkpoints
+            target = studies / summary.relative_to(sweep)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(summary, target)
+        for file in ("report.md", "report.png"):
+            if (sweep / file).is_file():
+                shutil.copy2(sweep / file, studies / file)
+        report["completed_runs"] = sum(
+            json.loads(p.read_text()).get("status") in ("completed", "diverged")
+            for p in studies.rglob("summary.json"))
 
 
 def render(results: dict[str, Any]) -> str:
@@ -264,7 +330,14 @@ def main() -> None:
                         help="seconds in all (default 470; --smoke 900)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU")
     parser.add_argument("--cifar", type=Path, default=None, help="CIFAR-10-images.tar.gz")
+    parser.add_argument("--only", default=",".join(STEPS),
+                        help=f"comma-separated steps of {', '.join(STEPS)} (default: all)")
     args = parser.parse_args()
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    if unknown := [s for s in only if s not in STEPS]:
+        print(f"error: --only: unknown step {unknown[0]!r}; the steps are {', '.join(STEPS)}",
+              file=sys.stderr)
+        sys.exit(exits.USER_ERROR)
     out = args.out or (Path(os.environ["OUT"]) if os.environ.get("OUT") else
                        ROOT / "logs" / "device_check" / datetime.now().strftime("%Y%m%d-%H%M%S"))
     archive = args.cifar or next((a for a in ARCHIVES if a.is_file()), None)
@@ -274,15 +347,20 @@ def main() -> None:
     check = Check(out, args.budget or (900 if args.smoke else 470), args.smoke)
     environment(check)
     tree = None
-    if archive is not None:  # unpacked first: the input pipeline reads its test JPEGs too
+    if archive is not None and {"pipeline", "cifar10"} & set(only):  # unpacked first
         work = check.out / "work" if args.smoke else ROOT / "logs" / "device_check"
         tree = extract_subset(archive, work, *((20, 4) if args.smoke else (None, None)))
-    if not args.smoke:
+    if "tests" in only and not args.smoke:
         check.run("gpu_tests", [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                                 "-n", "4", "-rs", *GPU_TESTS], 120)
-    benchmarks(check)
-    input_pipeline(check, None if tree is None else _flat_images(tree, check))
-    cifar10(check, tree)
+    if "benchmark" in only:
+        benchmarks(check)
+    if "pipeline" in only:
+        input_pipeline(check, None if tree is None else _flat_images(tree, check))
+    if "resume" in only:
+        resume(check)
+    if "cifar10" in only:
+        cifar10(check, tree)
     check.write()
     if args.smoke:
         shutil.rmtree(check.out / "work", ignore_errors=True)

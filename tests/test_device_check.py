@@ -23,20 +23,39 @@ def test_smoke_runs_every_step(tmp_path: Path) -> None:
     steps = results["steps"]
     assert results["smoke"] and results["environment"]["torch"]
     expected = {"environment", "benchmark", "benchmark_compile", "benchmark_nonfinite_every_50",
-                "input_pipeline"}
+                "input_pipeline", "resume_whole", "resume_cut", "resume_resumed", "resume"}
     if any(a.is_file() for a in ARCHIVES):
-        expected |= {"cifar10_prepare", "cifar10_fig1", "cifar10_report", "cifar10_figure"}
+        expected |= {"cifar10_prepare", "cifar10_runs", "cifar10_fig1_report",
+                     "cifar10_fig1_figure", "cifar10_sec33_report"}
     assert expected <= set(steps)
     for name, step in steps.items():
         assert step["status"] == "passed" or step["status"].startswith("skipped") or (
-            name == "cifar10_fig1" and all(part.endswith("passed")
+            name == "resume_cut" and step["status"] == "failed (exit 143)") or (
+            name == "cifar10_runs" and all(part.endswith("passed")
                                            for part in step["status"].split("; "))), (name, step)
     assert steps["benchmark"]["figures"]["fast"]["img_per_s"] > 0
-    if "cifar10_report" in steps:
-        assert steps["cifar10_report"]["completed_runs"] == 2  # ReLU and tanh, one seed
-        assert (out / "studies" / "fig1_cifar10_jpeg_smoke" / "report.md").is_file()
-        assert (out / "studies" / "fig1_cifar10_jpeg_smoke" / "figure" / "fig1.png").is_file()
+    resumed = steps["resume"]["figures"]["resume"]
+    assert resumed["metrics_identical"] and resumed["max_relative_weight_difference"] == 0.0
+    if "cifar10_fig1_report" in steps:
+        assert steps["cifar10_fig1_report"]["completed_runs"] == 2  # ReLU and tanh, one seed
+        assert steps["cifar10_sec33_report"]["completed_runs"] == 2  # with and without LRN
+        studies = out / "studies"
+        assert (studies / "fig1_cifar10_jpeg_smoke" / "report.md").is_file()
+        assert (studies / "fig1_cifar10_jpeg_smoke" / "figure" / "fig1.png").is_file()
+        assert "60 epochs" in (studies / "sec33_60ep_jpeg_smoke" / "report.md").read_text()
         assert not list(out.rglob("*.ckpt"))  # summaries only: no checkpoints come back
     readme = (out / "README.md").read_text()
     assert "smoke" in readme and "| benchmark | passed |" in readme
     assert not (out / "work").exists()
+
+
+def test_only_some_steps_and_a_bad_step_name(tmp_path: Path) -> None:
+    script = str(ROOT / "src" / "device_check.py")
+    bad = subprocess.run([sys.executable, script, "--smoke", "--only", "benchmark,warp",
+                          "--out", str(tmp_path / "bad")], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1] == (
+        "error: --only: unknown step 'warp'; the steps are tests, benchmark, pipeline, resume, "
+        "cifar10")
+    assert not (tmp_path / "bad").exists()

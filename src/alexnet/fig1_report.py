@@ -87,12 +87,16 @@ def fig1_result(study: Study) -> dict[str, Any] | None:
     ``mean``, ``ended`` by seed), ``best`` (the chosen option) and ``position`` (inside the grid or
     at an edge). ``ratio`` (of the chosen options' means), ``seeds`` (:func:`_ratio`),
     ``ratio_at_least`` (when tanh never reached 25%: the epochs trained over ReLU's)."""
-    if not all(study.by_arm(arm) for arm in FIG1_ARMS):
-        return None
+    wanted = set(study.spec.get("arms") or []) | {r.arm for r in study.runs}
+    if not set(FIG1_ARMS) <= wanted or not study.by_arm(BASELINE):
+        return None  # not a comparison of ReLU and tanh (or no ReLU run has completed yet)
     chance = study.runs[0].chance_error
     lrs = sorted({r.lr for r in study.runs}) if study.spec.get("lrs") else [None]
     result: dict[str, Any] = {"arms": {}, "max_epochs": 0}
     for arm in FIG1_ARMS:
+        if not study.by_arm(arm):  # a study still running: its report shows what is done
+            result["arms"][arm] = None
+            continue
         options = []
         for lr in lrs:
             runs = study.by_arm(arm, lr)
@@ -109,6 +113,10 @@ def fig1_result(study: Study) -> dict[str, Any] | None:
         best = min(options, key=_speed_rank)
         result["arms"][arm] = {"options": options, "best": best,
                                "position": _position(options, best)}
+    if result["arms"]["tanh"] is None:
+        result |= {"ratio": None, "ratio_at_least": None,
+                   "seeds": {"per_seed": {}, "ratio": None, "low": None, "high": None, "n": 0}}
+        return result
     relu, tanh = (result["arms"][a]["best"] for a in FIG1_ARMS)
     result["ratio"] = tanh["mean"] / relu["mean"] if relu["mean"] and tanh["mean"] else None
     result["ratio_at_least"] = (result["max_epochs"] / relu["mean"]
@@ -132,6 +140,9 @@ def fig1_lines(fig1: dict[str, Any], paper: float | None, swept: bool) -> list[s
               "| how the runs ended |", "|---|---|---|---|---|---|"]
     for arm in FIG1_ARMS:
         entry = fig1["arms"][arm]
+        if entry is None:
+            lines.append(f"| {FIG1_LABELS[arm]} | — | no completed run yet | — | | |")
+            continue
         for option in entry["options"]:
             per_seed = ", ".join("not reached" if e is None else f"{e:.2f}"
                                  for e in option["epochs"].values())
@@ -153,6 +164,8 @@ def fig1_lines(fig1: dict[str, Any], paper: float | None, swept: bool) -> list[s
                         else "one seed: no interval")
             lines.append(f"Per seed (tanh epochs / ReLU epochs, each at its chosen rate): "
                          f"{per_seed}; geometric mean {seeds['ratio']:.1f}×, {interval}.")
+    elif fig1["arms"]["tanh"] is None:
+        lines.append("No tanh run has completed yet: no ratio.")
     elif fig1["ratio_at_least"] is not None:
         lines.append(f"tanh did not reach 25% within {fig1['max_epochs']} epochs: ReLU is at least "
                      f"{fig1['ratio_at_least']:.1f}× faster{paper_text}.")
@@ -164,9 +177,9 @@ def fig1_lines(fig1: dict[str, Any], paper: float | None, swept: bool) -> list[s
                   "per net). Where it lies in the grid: " + "; ".join(
                       f"{FIG1_LABELS[a]} {fig1['arms'][a]['best']['lr']:g}, "
                       f"{fig1['arms'][a]['position']}" for a in FIG1_ARMS
-                      if fig1["arms"][a]["best"]["lr"] is not None) + "."]
+                      if fig1["arms"][a] and fig1["arms"][a]["best"]["lr"] is not None) + "."]
         edges = [FIG1_LABELS[a] for a in FIG1_ARMS
-                 if fig1["arms"][a]["position"].endswith("of the grid")]
+                 if fig1["arms"][a] and fig1["arms"][a]["position"].endswith("of the grid")]
         if edges:
             lines.append(f"At an edge ({', '.join(edges)}): a rate beyond the grid might be "
                          "faster still, and the ratio may move with it.")

@@ -91,6 +91,8 @@ def fig1_curves(paths: list[str | os.PathLike]) -> Fig1:
         if result is not None:
             curves = []
             for arm in FIG1_ARMS:
+                if result["arms"][arm] is None:  # a study still running: what is done
+                    continue
                 best = result["arms"][arm]["best"]
                 for seed, run in best["runs"].items():
                     curves.append(_curve(run, best["epochs"][seed]))

@@ -258,6 +258,8 @@ def render_plot(study: Study, claims: dict[str, dict[str, Any]], path: Path) -> 
         ax = axes[0][ncols - 1]
         for arm, label, color in zip(FIG1_ARMS, ("ReLU", "tanh"), ("tab:blue", "tab:orange"),
                                      strict=True):
+            if fig1["arms"][arm] is None:  # a study still running
+                continue
             best = fig1["arms"][arm]["best"]
             for i, run in enumerate(best["runs"].values()):
                 curve = run.history(TRAIN_ERROR)
