@@ -185,14 +185,15 @@ def resume(check: Check) -> None:
     uninterrupted."""
     work = check.out / "work" / "resume"
     args = [PYTHON, "src/train.py", "experiment=none", "data.image_size=80", "data.crop_size=67",
-            "data.train_per_class=20", "data.val_per_class=5", "data.test_per_class=5",
-            "data.batch_size=16", "trainer.max_epochs=3", "test=false", "seed=11",
+            "data.train_per_class=10", "data.val_per_class=5", "data.test_per_class=5",
+            "data.batch_size=16", "trainer.max_epochs=2", "test=false", "seed=11",
             "model.init=kaiming", "data.scale=0.017", "optimizer.lr=0.01", "scheduler=none",
             "trainer.enable_progress_bar=false", "~callbacks.progress_bar",
             f"paths.data_dir={work / 'data'}", "data.num_workers=2"]
     if check.smoke:
         args.append("trainer.accelerator=cpu")
-    runs = {"whole": [], "cut": ["ALEXNET_SELF_SIGNAL=TERM@15"], "resumed": []}
+    # 6 steps an epoch: step 8 is the third batch of the second epoch.
+    runs = {"whole": [], "cut": ["ALEXNET_SELF_SIGNAL=TERM@8"], "resumed": []}
     for name, env in runs.items():
         log_dir = work / ("whole" if name == "whole" else "cut")
         extra = ["ckpt_path=last"] if name == "resumed" else []
