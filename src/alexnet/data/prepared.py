@@ -120,22 +120,13 @@ def check_arrays(root: str | os.PathLike, stats: dict[str, Any]) -> None:
     root = Path(root)
     size = stats.get("image_size")
     for split, counted in (stats.get("counts") or {}).items():
-        ipath, lpath = images_path(root, split), labels_path(root, split)
-        for path in (ipath, lpath):
-            if not path.is_file():
-                raise DataError(f"prepared dataset {root} has no {split} split: {path} is missing")
-        try:
-            images = np.load(ipath, mmap_mode="r")
-            labels = np.load(lpath)
-        except (ValueError, OSError, EOFError) as err:
-            raise DataError(f"{ipath.parent}: the {split} split is cut short or damaged "
-                            f"({' '.join(str(err).split())})") from None
-        if images.shape[1:] != (size, size, 3) or labels.ndim != 1 or len(labels) != len(images):
-            raise DataError(f"{ipath}: shape {images.shape} with {labels.shape} labels, but "
-                            f"stats.json says {size}x{size} images with a label each")
+        images, labels = open_split(root, split)
+        if images.shape[1:] != (size, size, 3) or labels.ndim != 1:
+            raise DataError(f"{images_path(root, split)}: shape {images.shape} with "
+                            f"{labels.shape} labels, but stats.json says {size}x{size} images")
         if int((labels >= 0).sum()) != int(counted.get("total", -1)):
-            raise DataError(f"{lpath}: {int((labels >= 0).sum())} usable rows, but stats.json "
-                            f"counts {counted.get('total')}")
+            raise DataError(f"{labels_path(root, split)}: {int((labels >= 0).sum())} usable "
+                            f"rows, but stats.json counts {counted.get('total')}")
 
 
 def open_split(root: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
