@@ -221,7 +221,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     extra = _resilience_record(cfg, resume, guard, checkpoint, error)
     extra["parallel"] = module.parallel_layout  # processes, replicas, columns
     extra["precision"] = precision_record(cfg)  # bf16 or float32, and why
-    if cfg.get("test"):
+    if cfg.get("test") and error is None:  # what test/* was measured on
         extra["evaluation"] = evaluation_record(datamodule, trainer)
     for callback in trainer.callbacks:  # a run ended once it measured what it is for
         if getattr(callback, "ended_early", None):
