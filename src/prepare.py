@@ -15,7 +15,7 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from alexnet import exits  # noqa: E402
-from alexnet.data import prepare, prepared, synthetic, writer  # noqa: E402
+from alexnet.data import prepare, prepared, registry, synthetic, writer  # noqa: E402
 from alexnet.run import building, reports_user_errors  # noqa: E402
 
 
@@ -24,7 +24,7 @@ from alexnet.run import building, reports_user_errors  # noqa: E402
 def main(cfg: DictConfig) -> None:
     data = cfg.data
     source = data.get("source")
-    if source is None:  # the built-in dataset
+    if registry.is_built_in(data):  # drawn, not read from the user's files
         with building("cannot prepare"):
             stats = synthetic.prepare(
                 data.prepared_dir, num_classes=data.num_classes,

@@ -377,3 +377,32 @@ def test_read_loc_solution_takes_the_first_box_class(tmp_path: Path) -> None:
     path = tmp_path / "LOC_val_solution.csv"
     path.write_text("ImageId,PredictionString\nILSVRC2012_val_00000001,n01751748 1 2 3 4 \n")
     assert sources.read_loc_solution(path) == {"ILSVRC2012_val_00000001": "n01751748"}
+
+
+def test_the_registry_and_the_data_configs_agree() -> None:
+    """One table of sources (alexnet.data.registry): every data config names one of them or is
+    the built-in data, the config named after a source has its image size, and the held-out
+    fractions a config offers are the ones that apply to its source."""
+    import yaml
+    from conftest import CONF
+
+    from alexnet.data import registry
+
+    def load(name: str) -> dict:
+        data = yaml.safe_load((CONF / "data" / f"{name}.yaml").read_text())
+        for parent in data.pop("defaults", []):
+            if isinstance(parent, str) and parent != "_self_":
+                data = {**load(parent), **data}
+        return data
+
+    names = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
+    for name in names:
+        data = load(name)
+        if registry.is_built_in(data):
+            continue
+        source = registry.source(data["source"])
+        assert {k for k in ("val_fraction", "test_fraction") if k in data} == set(
+            source.fractions), name
+        if name == source.name:
+            assert data["image_size"] == source.image_size, name
+    assert set(registry.SOURCES) <= set(names)

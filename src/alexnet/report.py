@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from alexnet.claims import load_claims
+from alexnet.data.registry import BUILT_IN, is_built_in
 from alexnet.fig1_report import FIG1_ARMS, FIG1_TARGET, TRAIN_ERROR, fig1_lines, fig1_result
 from alexnet.study import (
     BASELINE,
@@ -23,8 +24,6 @@ from alexnet.study import (
     paired_delta,
     t_interval,
 )
-
-_DATA_NAMES = {"SyntheticDataModule": "built-in synthetic data"}
 
 
 def claims_by_ablation(path: str | os.PathLike | None = None,
@@ -78,8 +77,7 @@ def describe_setting(study: Study) -> str:
     run = next(iter(study.by_arm(BASELINE).values()), study.runs[0])
     cfg, summary = run.config, run.summary
     data = cfg.get("data") or {}
-    target = str(data.get("_target_", "")).rsplit(".", 1)[-1]
-    name = _DATA_NAMES.get(target) or Path(str(data.get("prepared_dir", "data"))).name
+    name = BUILT_IN if is_built_in(data) else Path(str(data.get("prepared_dir", "data"))).name
     counts = ""
     if data.get("train_per_class"):
         counts = (f", {data['train_per_class']} training and {data.get('val_per_class')} "

@@ -39,6 +39,7 @@ from alexnet.checkpoints import (
     slurm_job_id,
 )
 from alexnet.claims import paper_comparison
+from alexnet.data import registry
 from alexnet.data.prepared import DataError
 from alexnet.module import CONFIG_KEY, LAYOUT_KEY, ImageClassifier
 from alexnet.resilience import (
@@ -449,7 +450,7 @@ def dataset_config(train_cfg: DictConfig, prepared_dir: str | None = None) -> Di
     data_cfg = train_cfg.data
     if prepared_dir:
         data_cfg.prepared_dir = prepared_dir
-        if "_target_" in data_cfg and data_cfg._target_.endswith("SyntheticDataModule"):
+        if registry.is_built_in(data_cfg):
             data_cfg._target_ = "alexnet.data.datamodule.PreparedDataModule"
             for key in ("num_classes", "train_per_class", "val_per_class", "test_per_class",
                         "seed"):

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from alexnet.data.prepared import DataError
+from alexnet.data.registry import SOURCES
 from alexnet.data.sources import check_root, hold_out
 
 IMAGE_SIZE = 32
@@ -121,7 +122,7 @@ def find_cifar10(root: str | os.PathLike | None, val_fraction: float | None = 0.
                  ) -> dict[str, Any]:
     """Classes, per-split labels and readers of a CIFAR-10 copy: train and val from the five
     training batches (``val_fraction`` of every class held out), test from ``test_batch``."""
-    root = check_root(root, "CIFAR-10")
+    root = check_root(root, SOURCES["cifar10"].title)
     if val_fraction is None or not 0 < val_fraction < 1:
         raise DataError(f"CIFAR-10's val split is held out of its training batches: set "
                         f"data.val_fraction between 0 and 1, got {val_fraction}")

@@ -24,7 +24,7 @@ from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from alexnet.data import prepared, synthetic
+from alexnet.data import prepared, registry, synthetic
 from alexnet.data.prepared import DataError
 from alexnet.data.presets import Preset
 from alexnet.data.resume import KeyedBatch, ResumableBatches, resume_position
@@ -32,13 +32,6 @@ from alexnet.data.resume import geometry as keyed_geometry
 from alexnet.data.sampling import EpochOrder, GlobalBatchSampler, replica_of
 
 CROP_MODES = ("random", "center", "none")
-SOURCES = ("imagenet", "imagefolder", "cifar10")
-DEFAULT_IMAGE_SIZE = {"imagenet": 256, "imagefolder": 256, "cifar10": 32}
-ROOT_EXAMPLE = {
-    "imagenet": "/path/to/ILSVRC2012",
-    "imagefolder": "/path/to/images",
-    "cifar10": "/path/to/cifar-10-batches-py",
-}
 
 # What the loader delivers: uint8 (B, H, W, 3) patches, their int64 labels and (B, 3) geometry
 # (top, left, mirrored). The small arrays travel as numpy arrays, inside the message from the
@@ -228,8 +221,8 @@ class PreparedDataModule(L.LightningDataModule):
                 f"data.crop_size must be between 1 and data.image_size={image_size}, "
                 f"got {crop_size}"
             )
-        if source is not None and source not in SOURCES:
-            raise ValueError(f"data.source must be one of {list(SOURCES)}, got {source!r}")
+        if source is not None:
+            registry.source(source)  # a known source, or one line naming them
         self.root = Path(prepared_dir)
         self.source, self.source_root, self.val_fraction = source, root, val_fraction
         self.test_fraction = test_fraction
@@ -254,15 +247,14 @@ class PreparedDataModule(L.LightningDataModule):
     # -- lifecycle -------------------------------------------------------------------------
     def prepare_command(self, force: bool = False) -> str:
         """The command that writes ``prepared_dir`` from the user's files."""
-        source = self.source or "imagenet"
-        parts = ["python src/prepare.py", f"data={source}",
-                 f"data.root={self.source_root or ROOT_EXAMPLE[source]}"]
-        if self.image_size != DEFAULT_IMAGE_SIZE[source]:
+        source = registry.source(self.source or "imagenet")
+        parts = ["python src/prepare.py", f"data={source.name}",
+                 f"data.root={self.source_root or source.root_example}"]
+        if self.image_size != source.image_size:
             parts.append(f"data.image_size={self.image_size}")
-        if source in ("imagefolder", "cifar10") and self.val_fraction is not None:
-            parts.append(f"data.val_fraction={self.val_fraction}")
-        if source == "imagefolder" and self.test_fraction is not None:
-            parts.append(f"data.test_fraction={self.test_fraction}")
+        for name in source.fractions:
+            if (value := getattr(self, name)) is not None:
+                parts.append(f"data.{name}={value}")
         parts.append(f"data.prepared_dir={self.root}")
         return " ".join(parts + (["force=true"] if force else []))
 

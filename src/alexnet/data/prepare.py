@@ -7,11 +7,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from alexnet.data import cifar10, prepared, sources, writer
+from alexnet.data import cifar10, prepared, registry, sources, writer
 from alexnet.data.images import ImageFiles
 from alexnet.data.prepared import DataError
-
-SOURCES = ("imagenet", "imagefolder", "cifar10")
 
 
 def plan(
@@ -23,8 +21,8 @@ def plan(
     test_fraction: float | None = None,
 ) -> writer.Job:
     """Find and check the source's files; the job that writes them to ``prepared_dir``."""
-    if source not in SOURCES:
-        raise DataError(f"data.source must be one of {list(SOURCES)}, got {source!r}")
+    if source not in registry.SOURCES:
+        raise DataError(f"data.source must be one of {list(registry.SOURCES)}, got {source!r}")
     if source == "cifar10":
         if image_size != cifar10.IMAGE_SIZE:
             raise DataError(
@@ -64,7 +62,8 @@ def existing(
     do); None if it must be written. DataError if it holds something else and ``force`` is off,
     rather than replacing a dataset that took hours to prepare."""
     prepared_dir = Path(prepared_dir)
-    wanted = str(sources.check_root(root, sources.NAMES.get(source, source)))
+    title = registry.SOURCES[source].title if source in registry.SOURCES else source
+    wanted = str(sources.check_root(root, title))
     if force or not prepared.is_prepared(prepared_dir):
         return None
     stats = prepared.read_stats(prepared_dir)

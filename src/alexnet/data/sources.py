@@ -30,6 +30,7 @@ import numpy as np
 
 from alexnet.data.images import IMAGE_EXTENSIONS, is_image_file
 from alexnet.data.prepared import DataError
+from alexnet.data.registry import SOURCES
 
 WNID = re.compile(r"n\d{8}")
 VAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})")
@@ -41,7 +42,6 @@ DEVKIT = "ILSVRC2012_devkit_t12"
 DEVKIT_GROUND_TRUTH = "data/ILSVRC2012_validation_ground_truth.txt"
 DEVKIT_META = "data/meta.mat"
 HOLDOUT_SEED = 2012  # the held-out validation images never change between runs
-NAMES = {"imagenet": "ILSVRC-2012", "imagefolder": "image folder", "cifar10": "CIFAR-10"}
 
 
 @dataclass
@@ -283,7 +283,7 @@ def _synset_names(root: Path, base: Path, classes: list[str],
 
 
 def find_imagenet(root: str | os.PathLike | None) -> Listing:
-    root = check_root(root, NAMES["imagenet"])
+    root = check_root(root, SOURCES["imagenet"].title)
     base = _imagenet_base(root)
     train_dir = base / "train"
     classes, train_files, train_labels = class_tree(train_dir)
@@ -356,7 +356,7 @@ def find_imagefolder(root: str | os.PathLike | None, val_fraction: float | None 
                      test_fraction: float | None = 0.1) -> Listing:
     """The splits of an image-folder tree: train/ with val/ and/or test/ where it has them; what
     it lacks held out of train (val, and a test split only when there is neither)."""
-    root = check_root(root, NAMES["imagefolder"])
+    root = check_root(root, SOURCES["imagefolder"].title)
     description: dict[str, Any] = {"kind": "imagefolder", "root": str(root)}
     train_dir = root / "train"
     val_dir = next((root / d for d in VAL_DIRS if (root / d).is_dir()), None)
