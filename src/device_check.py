@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from alexnet import exits
+from alexnet.names import BASELINE_ARM
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -246,7 +247,7 @@ def cifar10(check: Check, tree: Path | None) -> None:
         common += ["data.num_workers=3"]
     seeds = [1] if check.smoke else [1, 2]
     jobs = [(f"seed{s}_{arm}", [*common, f"study.seeds=[{s}]", f"study.arms=[{arm}]"])
-            for s in seeds for arm in ("none", "tanh")]
+            for s in seeds for arm in (BASELINE_ARM, "tanh")]
     # Sec. 3.3 beside it: the 11% net with and without normalisation, 50 + 5 + 5 epochs.
     sec33_name = "sec33_60ep_jpeg" + ("_smoke" if check.smoke else "_gpu")
     sec33 = [PYTHON, "src/train.py", "-m", "experiment=study_sec33_jpeg",
@@ -259,7 +260,7 @@ def cifar10(check: Check, tree: Path | None) -> None:
     else:
         sec33 += ["trainer.max_epochs=60", "scheduler.milestones=[50,55]", "data.num_workers=2"]
     jobs += [(f"sec33_seed{s}_{arm}", [*sec33, f"study.seeds=[{s}]", f"study.arms=[{arm}]"])
-             for s in seeds for arm in ("none", "no_lrn")]
+             for s in seeds for arm in (BASELINE_ARM, "no_lrn")]
     started = time.monotonic()
     limit = max(1.0, check.left() - (20 if check.smoke else 45))  # room for the reports
     procs = []

@@ -8,6 +8,7 @@ os.environ.setdefault("ALEXNET_ROOT", str(Path(__file__).resolve().parents[1]))
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from alexnet.names import VAL_TOP1  # noqa: E402
 from alexnet.run import reports_user_errors, train  # noqa: E402
 
 
@@ -15,7 +16,7 @@ from alexnet.run import reports_user_errors, train  # noqa: E402
 @reports_user_errors
 def main(cfg: DictConfig) -> float | None:
     summary = train(cfg)
-    return summary["final"].get("val/top1_err")  # the value a Hydra sweeper optimises
+    return summary["final"].get(VAL_TOP1)  # the value a Hydra sweeper optimises
 
 
 if __name__ == "__main__":

@@ -357,3 +357,18 @@ def test_files_named_in_the_configs_exist() -> None:
     assert not missing, missing
     readme = (ROOT / "README.md").read_text()
     assert re.search(r"^## Data\b", readme, re.M), "the configs send readers to README's Data"
+
+
+def test_the_configs_name_the_metrics_the_module_logs() -> None:
+    """conf/ spells VAL_TOP1 where it monitors it: alexnet.names is the one definition."""
+    import yaml
+    from conftest import CONF
+
+    from alexnet.names import VAL_TOP1
+
+    callbacks = yaml.safe_load((CONF / "callbacks" / "default.yaml").read_text())
+    assert callbacks["model_checkpoint"]["monitor"] == VAL_TOP1
+    monitored = [line.split(":", 1)[1].split("#")[0].strip()
+                 for path in CONF.rglob("*.yaml") for line in path.read_text().splitlines()
+                 if line.strip().startswith(("monitor:", "scheduler_monitor:"))]
+    assert monitored and all(m in (VAL_TOP1, "null") for m in monitored), monitored

@@ -11,6 +11,7 @@ import lightning as L
 import torch
 
 from alexnet.data.sampling import replica_of
+from alexnet.names import TRAIN_TOP1
 
 
 class ImageThroughput(L.Callback):
@@ -133,7 +134,7 @@ class StopAtTarget(L.Callback):
     would have stayed flat.
     """
 
-    def __init__(self, metric: str = "train/top1_err", target: float = 0.25, patience: int = 2,
+    def __init__(self, metric: str = TRAIN_TOP1, target: float = 0.25, patience: int = 2,
                  race_factor: float | None = None) -> None:
         if patience < 1:
             raise ValueError(f"patience must be >= 1, got {patience}")

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from alexnet.names import VAL_TOP1
+
 CLAIMS_FILE = Path(__file__).resolve().parents[2] / "ablations" / "claims.yaml"
 HEADLINE_KEY = "headline"
 IMAGENET_CLASSES = 1000
@@ -77,7 +79,7 @@ def _one_patch(summary: dict[str, Any]) -> tuple[tuple[float, float], str] | Non
     rows = [r for r in summary.get("history") or [] if _errors(r, "val") is not None]
     if not rows or _errors(summary.get("final") or {}, "test10") is None:
         return None
-    best = min(rows, key=lambda r: r["val/top1_err"])
+    best = min(rows, key=lambda r: r[VAL_TOP1])
     return _errors(best, "val"), f"val/* of epoch {best.get('epoch')} (the checkpoint tested)"
 
 

@@ -21,12 +21,13 @@ import math
 from statistics import fmean
 from typing import Any
 
+from alexnet.names import TRAIN_TOP1
 from alexnet.study import BASELINE, Run, Study, epochs_to_error, t_interval
 
 FIG1_TARGET = 0.25  # Fig. 1: training error 25%
 FIG1_ARMS = (BASELINE, "tanh")  # ReLU (the recipe) and its tanh ablation
 FIG1_LABELS = dict(zip(FIG1_ARMS, ("ReLU", "tanh"), strict=True))
-TRAIN_ERROR = "train/top1_err"  # the epoch's mean training error, as the network trains
+TRAIN_ERROR = TRAIN_TOP1  # the epoch's mean training error, as the network trains
 
 
 def run_ending(run: Run) -> str:

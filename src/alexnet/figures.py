@@ -32,6 +32,7 @@ from torch import nn
 from alexnet.fig1_report import FIG1_ARMS, FIG1_TARGET, fig1_result
 from alexnet.kernels import colour_specificity, column_scores, columns_of, first_conv, kernel_grid
 from alexnet.module import CONFIG_KEY
+from alexnet.names import TRAIN_TOP1
 from alexnet.report import claims_by_ablation
 from alexnet.run import UserError, building, dataset_config, load_checkpoint
 from alexnet.study import Run, StudyError, epochs_to_error, load_study, read_runs
@@ -98,7 +99,7 @@ def fig1_curves(paths: list[str | os.PathLike]) -> Fig1:
                     curves.append(_curve(run, best["epochs"][seed]))
             return Fig1(curves, result["ratio"], result["ratio_at_least"], study.name)
     runs = [run for path in paths for run in read_runs(path)]
-    curves = [_curve(run) for run in runs if run.history("train/top1_err")]
+    curves = [_curve(run) for run in runs if run.history(TRAIN_TOP1)]
     if not curves:
         raise UserError("none of the runs found has a per-epoch training error "
                         "(train/top1_err in its summary.json history)")
@@ -110,7 +111,7 @@ def fig1_curves(paths: list[str | os.PathLike]) -> Fig1:
 
 
 def _curve(run: Run, reached: float | None = None) -> Curve:
-    history = run.history("train/top1_err")
+    history = run.history(TRAIN_TOP1)
     if reached is None:  # Fig. 1's measure, from the same function the report uses
         reached = epochs_to_error(history, FIG1_TARGET, run.chance_error)
     label = f"{_ARM_LABELS.get(run.arm, run.arm)} seed {run.seed}"
@@ -163,7 +164,7 @@ def plot_fig1(fig1: Fig1) -> Any:
 def fig1_record(fig1: Fig1) -> tuple[dict[str, Any], dict[str, Any]]:
     """(inputs, measurements) of a Fig. 1 for ``inputs.json`` and ``measurements.json``."""
     inputs = {"summaries": [file_record(c.summary) for c in fig1.curves],
-              "metric": "train/top1_err", "target": FIG1_TARGET}
+              "metric": TRAIN_TOP1, "target": FIG1_TARGET}
     measured = {
         "study": fig1.study, "ratio_tanh_over_relu": fig1.ratio,
         "ratio_at_least": fig1.ratio_at_least,

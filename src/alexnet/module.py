@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from alexnet.names import TRAIN_TOP1, VAL_TOP1
 from alexnet.optim import build_optimizer
 from alexnet.speed import check_compile, to_layout
 
@@ -47,7 +48,7 @@ class ImageClassifier(L.LightningModule):
         net: nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
-        scheduler_monitor: str = "val/top1_err",
+        scheduler_monitor: str = VAL_TOP1,
         num_classes: int | None = None,
         channels_last: bool = False,
         compile: str | bool | None = None,
@@ -94,7 +95,7 @@ class ImageClassifier(L.LightningModule):
         self.metrics["train_top5"](logits, y)
         # sync_dist: the mean over the processes, i.e. the global batch's loss in any layout.
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
-        self.log("train/top1_err", self.metrics["train_top1"], on_step=False, on_epoch=True)
+        self.log(TRAIN_TOP1, self.metrics["train_top1"], on_step=False, on_epoch=True)
         self.log("train/top5_err", self.metrics["train_top5"], on_step=False, on_epoch=True)
         return loss
 

@@ -39,6 +39,7 @@ from torchmetrics import Metric
 from alexnet import exits
 from alexnet.checkpoints import LAST, slurm_job_id
 from alexnet.data.sampling import replica_of
+from alexnet.names import TEST10_TOP1, TEST_TOP1, VAL_TOP1
 
 # SIGUSR1: the warning signal an sbatch script asks SLURM for (--signal=USR1@90); SIGUSR2: the one
 # submitit asks for under hydra/launcher=slurm (its signal_delay_s), handled alike.
@@ -386,7 +387,7 @@ def final_line(summary: dict[str, Any]) -> str:
     """The one line every run ends with: status, headline metrics, run directory (and for an
     interrupted run, the command that resumes it)."""
     final = summary.get("final") or {}
-    shown = [k for k in ("val/top1_err", "test/top1_err", "test10/top1_err") if k in final]
+    shown = [k for k in (VAL_TOP1, TEST_TOP1, TEST10_TOP1) if k in final]
     metrics = " ".join(f"{k} {final[k]:.4f}" for k in shown if final[k] is not None)
     head = summary["status"]
     if summary.get("stopped"):

@@ -42,6 +42,7 @@ from alexnet.claims import paper_comparison
 from alexnet.data import registry
 from alexnet.data.prepared import DataError
 from alexnet.module import CONFIG_KEY, LAYOUT_KEY, ImageClassifier
+from alexnet.names import BASELINE_ARM
 from alexnet.resilience import (
     Interrupted,
     RunGuard,
@@ -422,7 +423,7 @@ def _completed_summary(path: Path, cfg: DictConfig) -> dict[str, Any] | None:
 def _tag_run(cfg: DictConfig, ablations: list[dict[str, Any]]) -> None:
     """Add the ablations' names (``none`` for the baseline) and the seed to ``tags``, which
     wandb shows: a study's runs are told apart by them (and grouped by the study's name)."""
-    names = [a["name"] for a in ablations] or ["none"]
+    names = [a["name"] for a in ablations] or [BASELINE_ARM]
     tags = list(cfg.get("tags") or [])
     with open_dict(cfg):
         cfg.tags = tags + [t for t in [*names, f"seed={cfg.get('seed')}"] if t not in tags]

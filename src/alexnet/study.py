@@ -28,7 +28,9 @@ from typing import Any
 
 from scipy import stats
 
-BASELINE = "none"  # the arm without an ablation (conf/ablation/none.yaml)
+from alexnet.names import BASELINE_ARM
+
+BASELINE = BASELINE_ARM  # the arm without an ablation (conf/ablation/none.yaml)
 ERRORS = ("top1_err", "top5_err")
 # Keys that differ between the runs of one study by construction: where the run was written,
 # its labels, the study's own spec, and the seed. An arm may change its ablations' keys besides.

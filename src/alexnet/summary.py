@@ -25,6 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from alexnet.callbacks import MetricHistory
+from alexnet.names import arm_name
 
 SUMMARY_VERSION = 1
 
@@ -98,7 +99,7 @@ def build_summary(
         "num_params": num_params,
         "num_classes": num_classes,
         "ablations": ablations,
-        "arm": "+".join(a["name"] for a in ablations) or "none",
+        "arm": arm_name([a["name"] for a in ablations]),
         "seed": cfg.get("seed"),
         "study": _study(cfg),
         "tags": list(cfg.get("tags") or []),

@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 from alexnet.ablation import applied_ablations
 from alexnet.kernels import column_scores, columns_of, first_conv, kernel_grid
 from alexnet.models.columns import AlexNetColumn, gather_rows
+from alexnet.names import TRAIN_TOP1, arm_name
 
 KERNELS_KEY = "media/conv1_kernels"
 
@@ -39,7 +40,7 @@ def run_config(config: dict[str, Any]) -> dict[str, Any]:
     """The wandb run config of a run: its resolved configuration, plus ``arm`` (the ablations'
     names joined by +, ``none`` for the recipe), which a dashboard groups a sweep by."""
     names = [a["name"] for a in applied_ablations(OmegaConf.create(config))]
-    return {**config, "arm": "+".join(names) or "none"}
+    return {**config, "arm": arm_name(names)}
 
 
 class WandbMedia(L.Callback):
@@ -105,7 +106,7 @@ def log_study(sweep_dir: str | os.PathLike, report_png: str | os.PathLike, *,
     claims = claims_by_ablation()
     runs = [[r.arm, str(r.seed), r.lr, r.status, r.test_error("top1_err"),
              r.test_error("top5_err"),
-             epochs_to_error(r.history("train/top1_err"), FIG1_TARGET, r.chance_error),
+             epochs_to_error(r.history(TRAIN_TOP1), FIG1_TARGET, r.chance_error),
              r.summary.get("wall_time_s"), str(r.path.relative_to(study.directory))]
             for r in study.runs + study.incomplete]
     deltas = []
