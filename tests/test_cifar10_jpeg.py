@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,10 @@ import pytest
 from conftest import ROOT, run_entry_point
 
 from alexnet.data import sources
+
+sys.path.insert(0, str(ROOT / "src"))
 from alexnet.data.prepared import open_split
+from device_check import extract_subset  # noqa: E402
 
 ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpeg" / "CIFAR-10-images.tar.gz"
 TRAIN_PER_CLASS, TEST_PER_CLASS = 20, 4
@@ -34,21 +36,9 @@ def _tool(script: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def cifar_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The first TRAIN_PER_CLASS training and TEST_PER_CLASS test images of every class."""
-    root = tmp_path_factory.mktemp("cifar") / "CIFAR-10-images"
-    wanted = {"train": TRAIN_PER_CLASS, "test": TEST_PER_CLASS}
-    taken: dict[tuple[str, str], int] = {}
-    with tarfile.open(ARCHIVE) as tar:
-        for member in tar:
-            parts = Path(member.name).parts
-            if not member.isfile() or len(parts) != 4 or parts[1] not in wanted:
-                continue
-            key = (parts[1], parts[2])
-            if taken.get(key, 0) < wanted[parts[1]]:
-                taken[key] = taken.get(key, 0) + 1
-                target = root / parts[1] / parts[2] / parts[3]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(tar.extractfile(member).read())
-    assert len(taken) == 20, "expected 10 classes in train/ and test/"
+    root = extract_subset(ARCHIVE, tmp_path_factory.mktemp("cifar"), TRAIN_PER_CLASS,
+                          TEST_PER_CLASS)
+    assert len(list(root.glob("*/*"))) == 20, "expected 10 classes in train/ and test/"
     return root
 
 

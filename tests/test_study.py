@@ -328,3 +328,44 @@ def test_study_runs_test_the_last_epoch(tmp_path: Path) -> None:
         # chosen on the validation images it is then tested on.
         assert callback.monitor is None and callback.save_top_k == 1, preset
         assert cfg.skip_completed and cfg.study.name
+
+
+def test_stop_at_target_holds_the_target_then_races_the_leader(tmp_path: Path) -> None:
+    """A Fig. 1 run ends after the target has held for `patience` epochs; another rate of the
+    same arm and seed stops once it has trained race_factor x the leader's epochs without it."""
+    from types import SimpleNamespace
+
+    from alexnet.callbacks import StopAtTarget
+
+    def epochs(callback: StopAtTarget, run_dir: Path, errors: list[float]) -> int:
+        trainer = SimpleNamespace(default_root_dir=str(run_dir), should_stop=False,
+                                  callback_metrics={}, current_epoch=0)
+        for epoch, error in enumerate(errors):
+            trainer.current_epoch, trainer.callback_metrics = epoch, {"train/top1_err": error}
+            callback.on_train_epoch_end(trainer, None)
+            if trainer.should_stop:
+                return epoch + 1
+        return len(errors)
+
+    sweep = tmp_path / "none"
+    leader = StopAtTarget(patience=2, race_factor=1.5)
+    errors = [0.6, 0.4, 0.3, 0.24, 0.2, 0.18, 0.15]
+    (sweep / "lr0.004" / "seed1").mkdir(parents=True)
+    assert epochs(leader, sweep / "lr0.004" / "seed1", errors) == 5  # 25% at 4, held at 5
+    assert leader.ended_early["reason"] == "target" and leader.reached_at == 4
+    history = [{"epoch": e, "train/top1_err": v} for e, v in enumerate(errors[:5])]
+    (sweep / "lr0.004" / "seed1" / "summary.json").write_text(json.dumps(
+        {"task": "train", "status": "completed", "num_classes": 10, "history": history}))
+
+    # 25% after 3.83 epochs (interpolated between 0.30 and 0.24): a slower rate of seed 1 stops
+    # after ceil(1.5 x 3.83) = 6 of its 8.
+    slow_errors = [0.8, 0.7, 0.6, 0.5, 0.45, 0.4, 0.38, 0.36]
+    slow = StopAtTarget(patience=2, race_factor=1.5)
+    assert epochs(slow, sweep / "lr0.001" / "seed1", slow_errors) == 6
+    assert slow.ended_early["reason"] == "outpaced"
+    assert slow.ended_early["leader_epochs"] == pytest.approx(3 + 0.05 / 0.06, abs=1e-3)
+    # Another seed has no leader yet; and without race_factor nothing races.
+    for seed, factor in (("seed2", 1.5), ("seed1", None)):
+        free = StopAtTarget(patience=2, race_factor=factor)
+        assert epochs(free, sweep / "lr0.001" / seed, slow_errors) == 8
+        assert free.ended_early is None

@@ -18,6 +18,7 @@ Where each switch lives:
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +32,16 @@ COMPILE_MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune")
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo: native bf16 matrix units
 
 
-def cpu_flags() -> set[str]:
+@functools.cache  # the config resolver asks on every resolution
+def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags (Linux's /proc/cpuinfo; empty elsewhere)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
+                return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return set()
+    return frozenset()
 
 
 def precision_choice(accelerator: str = "auto") -> tuple[str, str]:

@@ -283,13 +283,15 @@ class PreparedDataModule(L.LightningDataModule):
         return stats
 
     def prepare_data(self) -> None:
-        """Check that the prepared dataset exists (subclasses may create it here)."""
-        self.load_stats()
+        """Check that the prepared dataset exists (subclasses may create it here), and keep its
+        stats: the checks (the arrays' sizes included) run once a process."""
+        self.stats = self.load_stats()
 
     def setup(self, stage: str | None = None) -> None:
         if hasattr(self, "train_set"):
             return
-        self.stats = self.load_stats()
+        if self.stats is None:  # the processes that did not prepare (DDP's others)
+            self.stats = self.load_stats()
         mean_image = torch.from_numpy(np.load(self.root / prepared.MEAN_IMAGE_FILE))
         common = dict(crop_size=self.crop_size, mean_image=mean_image, mean=self.mean_mode,
                       scale=self.scale)
