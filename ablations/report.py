@@ -15,11 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from alexnet import exits  # noqa: E402
-from alexnet.report import write_report  # noqa: E402
-from alexnet.study import StudyError  # noqa: E402
+from alexnet import exits
+from alexnet.analysis.ablation_report import write_report
+from alexnet.analysis.study import StudyError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         return exits.USER_ERROR
     print(f"{len(study.runs)} runs; wrote {md} and {png}")
     if args.wandb or args.wandb_online:
-        from alexnet.wandb_media import log_study
+        from alexnet.analysis.wandb_study import log_study
 
         run_dir = log_study(args.sweep_dir, png, online=args.wandb_online,
                             wandb_dir=args.wandb_dir)

@@ -26,18 +26,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("ALEXNET_ROOT", str(Path(__file__).resolve().parents[1]))
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, open_dict
 
-import torch  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.errors import HydraException  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-from omegaconf import DictConfig, open_dict  # noqa: E402
+from alexnet import exits
+from alexnet.benchmarks import training_speed as bench
+from alexnet.exits import UserError
+from alexnet.resolvers import register_resolvers
 
-import alexnet.run  # noqa: E402, F401  (registers the config resolvers)
-from alexnet import benchmark as bench  # noqa: E402
-from alexnet import exits  # noqa: E402
-from alexnet.run import UserError  # noqa: E402
+register_resolvers()  # before Hydra composes the config
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data.image_size=80", "data.crop_size=67", "data.train_per_class=2",

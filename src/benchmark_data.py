@@ -28,13 +28,14 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-os.environ.setdefault("ALEXNET_ROOT", str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
+from alexnet.data import preparation, writer
+from alexnet.data.datamodule import PreparedDataModule
+from alexnet.data.images import is_image_file
+from alexnet.resolvers import register_resolvers
 
-from alexnet.data import prepare, writer  # noqa: E402
-from alexnet.data.datamodule import PreparedDataModule  # noqa: E402
-from alexnet.data.images import is_image_file  # noqa: E402
+register_resolvers()  # before Hydra composes the config
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
 
@@ -135,7 +136,7 @@ def main() -> None:
         print(f"{count} JPEGs from {args.images}; {os.cpu_count()} CPUs: {cpu_model()}; "
               f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 
-        job = prepare.plan("imagefolder", tree, prepared_dir, 256)
+        job = preparation.plan("imagefolder", tree, prepared_dir, 256)
         result = writer.write(job, workers=args.prepare_workers, progress=False)
         prepare_rate = result.images / result.seconds
         print(f"prepare: {result.images} images (train and val) in {result.seconds:.1f} s = "

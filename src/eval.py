@@ -1,14 +1,15 @@
 """Evaluate a checkpoint: ``python src/eval.py ckpt_path=PATH [ten_crop=true]`` (conf/eval.yaml)."""
 
-import os
-from pathlib import Path
 
-os.environ.setdefault("ALEXNET_ROOT", str(Path(__file__).resolve().parents[1]))
 
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+import hydra
+from omegaconf import DictConfig
 
-from alexnet.run import evaluate, reports_user_errors  # noqa: E402
+from alexnet.exits import reports_user_errors
+from alexnet.jobs.evaluate import evaluate
+from alexnet.resolvers import register_resolvers
+
+register_resolvers()  # before Hydra composes the config
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")

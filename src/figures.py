@@ -10,18 +10,17 @@ and measurements.json into --out (default logs/figures/<time>/). A mistake gives
 """
 
 import argparse
-import os
 import sys
 from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("ALEXNET_ROOT", str(ROOT))
+from alexnet import exits
+from alexnet.analysis import paper_figures as figures
+from alexnet.analysis.study import StudyError
+from alexnet.data.prepared import DataError
+from alexnet.exits import UserError
 
-from alexnet import exits, figures  # noqa: E402
-from alexnet.data.prepared import DataError  # noqa: E402
-from alexnet.run import UserError  # noqa: E402
-from alexnet.study import StudyError  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _indices(text: str) -> list[int]:

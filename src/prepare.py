@@ -5,18 +5,18 @@ and writes the prepared format at ``data.prepared_dir`` (conf/prepare.yaml). An 
 resumes when started again with the same arguments.
 """
 
-import os
 import sys
-from pathlib import Path
 
-os.environ.setdefault("ALEXNET_ROOT", str(Path(__file__).resolve().parents[1]))
+import hydra
+from omegaconf import DictConfig
 
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+from alexnet import exits
+from alexnet.data import preparation, prepared, registry, synthetic, writer
+from alexnet.exits import reports_user_errors
+from alexnet.jobs.build import building
+from alexnet.resolvers import register_resolvers
 
-from alexnet import exits  # noqa: E402
-from alexnet.data import prepare, prepared, registry, synthetic, writer  # noqa: E402
-from alexnet.run import building, reports_user_errors  # noqa: E402
+register_resolvers()  # before Hydra composes the config
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="prepare")
@@ -38,10 +38,10 @@ def main(cfg: DictConfig) -> None:
         return
     with building("cannot prepare"):
         fractions = {k: data.get(k) for k in ("val_fraction", "test_fraction")}
-        done = prepare.existing(data.prepared_dir, source, data.get("root"), data.image_size,
+        done = preparation.existing(data.prepared_dir, source, data.get("root"), data.image_size,
                                 cfg.force, fractions)
         if done is None:
-            job = prepare.plan(source, data.get("root"), data.prepared_dir, data.image_size,
+            job = preparation.plan(source, data.get("root"), data.prepared_dir, data.image_size,
                                **fractions)
     if done is not None:
         counts = ", ".join(f"{s} {c['total']}" for s, c in done["counts"].items())
@@ -54,7 +54,7 @@ def main(cfg: DictConfig) -> None:
         print(f"interrupted: the work so far is kept in {prepared.partial_dir(job.root)}; run "
               f"the same command again to resume", file=sys.stderr)
         sys.exit(exits.CTRL_C)
-    print(prepare.describe(result, source))
+    print(preparation.describe(result, source))
     counts = ", ".join(f"{s} {c['total']}" for s, c in result.stats["counts"].items())
     print(f"completed: {counts} images -> {job.root}")  # the last line of every run
 

@@ -1,15 +1,16 @@
 """Train a network: ``python src/train.py [overrides]`` (see conf/train.yaml)."""
 
-import os
-from pathlib import Path
 
-os.environ.setdefault("ALEXNET_ROOT", str(Path(__file__).resolve().parents[1]))
 
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+import hydra
+from omegaconf import DictConfig
 
-from alexnet.names import VAL_TOP1  # noqa: E402
-from alexnet.run import reports_user_errors, train  # noqa: E402
+from alexnet.exits import reports_user_errors
+from alexnet.jobs.train import train
+from alexnet.names import VAL_TOP1
+from alexnet.resolvers import register_resolvers
+
+register_resolvers()  # before Hydra composes the config
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

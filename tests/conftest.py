@@ -12,7 +12,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-import alexnet.run  # noqa: F401  (registers the config resolvers)
+from alexnet.resolvers import register_resolvers
+
+register_resolvers()  # as every entry point does before it composes a config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -79,7 +81,7 @@ def tiny_wandb_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> 
     share it."""
     import wandb
 
-    from alexnet.run import train
+    from alexnet.jobs.train import train
 
     out = tmp_path_factory.mktemp("wandb_run")
     with pytest.MonkeyPatch.context() as mp:
@@ -102,7 +104,7 @@ def tiny_wandb_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> 
 def tiny_sweep(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     """A real tiny study sweep: the recipe (ReLU) and its tanh ablation, one seed, two epochs of
     two batches each, laid out as a study's multirun lays them out."""
-    from alexnet.run import train
+    from alexnet.jobs.train import train
 
     sweep = tmp_path_factory.mktemp("sweep") / "tiny"
     for arm in ("none", "tanh"):

@@ -13,10 +13,10 @@ from omegaconf import DictConfig, OmegaConf
 from test_cli import ABLATIONS
 from torch import nn
 
-from alexnet.ablation import applied_ablations
-from alexnet.claims import load_claims
+from alexnet.analysis.claims import load_claims
+from alexnet.jobs.train import train
 from alexnet.models import LocalResponseNorm
-from alexnet.run import train
+from alexnet.training.ablation import applied_ablations
 
 CLAIMS = load_claims()  # the claims only: claims.yaml's `headline` is not one
 # Overrides a baseline needs before an ablation changes anything (no_ten_crop: experiment=paper,

@@ -26,7 +26,9 @@ import torch
 from conftest import ROOT, TINY, compose_config
 from omegaconf import OmegaConf
 
-from alexnet.run import evaluate, reports_user_errors, train
+from alexnet.exits import reports_user_errors
+from alexnet.jobs.evaluate import evaluate
+from alexnet.jobs.train import train
 
 EXAMPLE_ROOT = "/path/to/images"
 

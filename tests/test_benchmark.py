@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import ROOT
 
-from alexnet.benchmark import autocast_dtype, stock_net
+from alexnet.benchmarks.training_speed import autocast_dtype, stock_net
 from alexnet.models import AlexNet
 
 ROW_FIELDS = {"img_per_s", "step_ms", "flops_per_s", "peak_memory_mb", "rounds", "mfu"}

@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from alexnet.jobs.train import train
 from alexnet.models import (
     Cifar18pct,
     CifarLocalNet,
@@ -25,8 +26,7 @@ from alexnet.models import (
     cifar_local_sizes,
 )
 from alexnet.models.cifar_local import INIT_STD, LAYERS
-from alexnet.optim import paper_sgd
-from alexnet.run import train
+from alexnet.training.optim import paper_sgd
 
 
 def n_params(module: nn.Module) -> int:
@@ -474,7 +474,7 @@ def test_the_recipes_are_the_layer_params_files(tmp_path: Path) -> None:
         assert (cfg.data.image_size, cfg.data.crop_size, cfg.data.batch_size) == (32, 24, 128)
         assert cfg.data.crop and cfg.data.flip and not cfg.data.pca_jitter
         assert cfg.data.mean == "image" and cfg.data.scale == 1.0
-        assert cfg.optimizer._target_ == "alexnet.optim.paper_sgd"
+        assert cfg.optimizer._target_ == "alexnet.training.optim.paper_sgd"
         assert (cfg.optimizer.lr, cfg.optimizer.momentum) == (EPS_W, MOMENTUM)
         assert cfg.optimizer.weight_decay > 0  # 0 would switch the files' wc off
         assert cfg.scheduler._target_ == "torch.optim.lr_scheduler.MultiStepLR"

@@ -13,7 +13,7 @@ from conftest import compose_config
 from PIL import Image
 from test_data_sources import class_colour, write_image
 
-from alexnet.data import prepare as preparing
+from alexnet.data import preparation as preparing
 from alexnet.data import prepared, synthetic, writer
 from alexnet.data.datamodule import (
     PreparedDataModule,
@@ -23,7 +23,7 @@ from alexnet.data.datamodule import (
     release,
 )
 from alexnet.data.prepared import DataError
-from alexnet.run import train
+from alexnet.jobs.train import train
 
 SIZE, CROP = 16, 10
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from test_data_sources import write_devkit, write_loc_solution
 
-from alexnet.data import prepare as preparing
+from alexnet.data import preparation as preparing
 from alexnet.data import prepared, writer
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"

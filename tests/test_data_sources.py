@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from alexnet.data import cifar10, sources, writer
-from alexnet.data import prepare as preparing
+from alexnet.data import preparation as preparing
 from alexnet.data.prepared import DataError, open_split
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]

@@ -1,5 +1,5 @@
-"""The fast path (alexnet.speed, the fast LRN, channels_last, bf16 autocast) computes what the
-reference path computes: float32 to 1e-5, bfloat16 to its stated tolerance."""
+"""The fast path (alexnet.training.speed, the fast LRN, channels_last, bf16 autocast) computes what
+the reference path computes: float32 to 1e-5, bfloat16 to its stated tolerance."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alexnet import speed
 from alexnet.models import AlexNet
-from alexnet.module import ImageClassifier
+from alexnet.training import speed
+from alexnet.training.module import ImageClassifier
 
 CROP = 67  # AlexNet's smallest crop: every layer, two columns, LRN on 48-map columns
 
@@ -135,8 +135,9 @@ def test_config_defaults_resolve(tmp_path, data_dir) -> None:
 
 def test_bad_switch_is_a_user_error() -> None:
     """src/train.py's build phase turns the switch's ValueError into one `error: ...` line and
-    exit status 2 (alexnet.run.building, tested end to end in test_cli)."""
-    from alexnet.run import UserError, building
+    exit status 2 (alexnet.jobs.build.building, tested end to end in test_cli)."""
+    from alexnet.exits import UserError
+    from alexnet.jobs.build import building
 
     with pytest.raises(UserError, match=r"^invalid configuration: speed.compile must be true"):
         with building("invalid configuration"):

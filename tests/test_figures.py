@@ -13,18 +13,25 @@ import torch
 from conftest import ROOT
 from PIL import Image
 
-from alexnet.fig1_report import fig1_result
-from alexnet.figures import Loaded, fig3, fig4, image_rows, load_network, nearest_neighbours
-from alexnet.kernels import (
+from alexnet.analysis.conv1_kernels import (
     colour_specificity,
     column_scores,
     display_scale,
     grid_layout,
     kernel_grid,
 )
+from alexnet.analysis.fig1_report import fig1_result
+from alexnet.analysis.paper_figures import (
+    Loaded,
+    fig3,
+    fig4,
+    image_rows,
+    load_network,
+    nearest_neighbours,
+)
+from alexnet.analysis.study import epochs_to_error, load_study
+from alexnet.exits import UserError
 from alexnet.models import AlexNet
-from alexnet.run import UserError
-from alexnet.study import epochs_to_error, load_study
 
 _spec = importlib.util.spec_from_file_location("figures_cli", ROOT / "src" / "figures.py")
 cli = importlib.util.module_from_spec(_spec)

@@ -11,7 +11,7 @@ import torch
 from conftest import compose_config
 from hydra.utils import instantiate
 
-from alexnet.optim import (
+from alexnet.training.optim import (
     PaperSGD,
     ReduceLROnPlateau,
     build_optimizer,
@@ -353,7 +353,7 @@ def test_the_composed_configs_build_the_optimizer(name: str, tmp_path: Path) -> 
 
 
 def test_the_module_builds_the_optimizer_from_its_network(tmp_path: Path) -> None:
-    from alexnet.module import ImageClassifier
+    from alexnet.training.module import ImageClassifier
 
     net = TinyNet()
     module = ImageClassifier(net, optimizer=functools.partial(paper_sgd, lr=0.01),

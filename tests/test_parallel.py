@@ -24,11 +24,14 @@ from conftest import ROOT, TINY, compose_config, run_entry_point
 from omegaconf import open_dict
 
 from alexnet.data.sampling import EpochOrder, GlobalBatchSampler
+from alexnet.exits import UserError
+from alexnet.jobs.evaluate import evaluate
+from alexnet.jobs.train import train
 from alexnet.models import AlexNet
 from alexnet.models.alexnet import PaperDropout
 from alexnet.models.columns import AlexNetColumn, ColumnDropout, assemble
-from alexnet.parallel import scaled_lr
-from alexnet.run import UserError, evaluate, load_checkpoint, train
+from alexnet.training.checkpoints import load_checkpoint
+from alexnet.training.parallel import scaled_lr
 
 RTOL = 1e-5  # fp32: the layouts sum the same numbers in other orders
 STEPS = 4
@@ -308,7 +311,7 @@ def test_a_gpu_layout_without_a_gpu_names_the_fix(tmp_path: Path, data_dir: Path
 def test_more_gpus_than_the_machine_has_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     from omegaconf import OmegaConf
 
-    from alexnet.parallel import check_devices
+    from alexnet.training.parallel import check_devices
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with pytest.raises(ValueError, match="trainer.devices=8 but this machine has 2 GPU"):

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from test_data_sources import class_colour, make_imagenet, write_image
 
-from alexnet.data import prepare as preparing
+from alexnet.data import preparation as preparing
 from alexnet.data import prepared, writer
 from alexnet.data.datamodule import PreparedImages
 from alexnet.data.images import DecodeError, load_image

@@ -11,8 +11,8 @@ import torch
 from conftest import compose_config
 from hydra.utils import instantiate
 
-from alexnet.optim import PaperSGD
-from alexnet.run import train
+from alexnet.jobs.train import train
+from alexnet.training.optim import PaperSGD
 
 
 def _optimizer_and_scheduler(tmp_path: Path, *overrides: str):

@@ -22,13 +22,13 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-import alexnet.run as run
-from alexnet.callbacks import MetricHistory
+import alexnet.jobs.train as train_job
+from alexnet.callbacks.history import MetricHistory
 from alexnet.data import synthetic
 from alexnet.data.datamodule import PreparedDataModule, PreparedImages
 from alexnet.models import AlexNet
-from alexnet.module import ImageClassifier
-from alexnet.summary import build_summary, read_summary, write_summary
+from alexnet.training.module import ImageClassifier
+from alexnet.training.summary import build_summary, read_summary, write_summary
 
 NUM_CLASSES = 6
 
@@ -210,7 +210,7 @@ def _scripted_fit(tmp_path: Path, errors: list[float], losses: list[float]):
     )
     module = ScriptedValidation(errors, losses, optimizer=instantiate(cfg.optimizer),
                                 scheduler=instantiate(cfg.scheduler))
-    trainer = run._build_trainer(cfg, [])
+    trainer = train_job.build_trainer(cfg, [])
     data = DataLoader(TensorDataset(torch.randn(4, 4), torch.tensor([0, 1, 2, 0])), batch_size=4)
     trainer.fit(module, train_dataloaders=data, val_dataloaders=data)
     return cfg, trainer
@@ -239,18 +239,18 @@ def test_a_run_wires_the_schedule_and_the_checkpoint_to_val_top1_err(
 ) -> None:
     """What src/train.py builds: the trainer's scheduler and checkpoint monitors."""
     built: list[L.Trainer] = []
-    build_trainer = run._build_trainer
+    build_trainer = train_job.build_trainer
 
     def keep(*args: Any, **kwargs: Any) -> L.Trainer:
         built.append(build_trainer(*args, **kwargs))
         return built[-1]
 
-    monkeypatch.setattr(run, "_build_trainer", keep)
+    monkeypatch.setattr(train_job, "build_trainer", keep)
     cfg = compose_config(
         "train", [*TINY, "scheduler=plateau", "trainer.fast_dev_run=true", "test=false"],
         tmp_path, data_dir,
     )
-    run.train(cfg)
+    train_job.train(cfg)
     (trainer,) = built
     (scheduler,) = trainer.lr_scheduler_configs
     assert isinstance(scheduler.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)

@@ -17,10 +17,10 @@ import pytest
 import torch
 from conftest import ROOT, TINY, compose_config
 
-from alexnet import summary as summary_module
-from alexnet.checkpoints import read_checkpoint
-from alexnet.resilience import mix_seed, rng_states, set_rng_states
-from alexnet.run import train
+from alexnet.jobs.train import train
+from alexnet.training import summary as summary_module
+from alexnet.training.checkpoints import read_checkpoint
+from alexnet.training.rng import mix_seed, rng_states, set_rng_states
 
 # Three epochs of five batches, two loader workers, and a plateau schedule that divides the
 # learning rate after every epoch: the resumed run must restore the optimizer, the scheduler, the
@@ -208,7 +208,7 @@ def test_a_resumed_epoch_skips_the_batches_it_trained_on() -> None:
 def test_a_checkpoint_on_a_full_disk_keeps_the_previous_one(tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch
                                                              ) -> None:
-    from alexnet import checkpoints
+    from alexnet.training import checkpoints
 
     io, path = checkpoints.AtomicCheckpointIO(), tmp_path / "checkpoints" / "last.ckpt"
     io.save_checkpoint({"step": torch.tensor(1)}, path)
@@ -225,7 +225,7 @@ def test_a_checkpoint_on_a_full_disk_keeps_the_previous_one(tmp_path: Path,
 
 
 def test_finding_the_checkpoint_to_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from alexnet.checkpoints import find_last_checkpoint, find_requeued_checkpoint
+    from alexnet.training.checkpoints import find_last_checkpoint, find_requeued_checkpoint
 
     runs = tmp_path / "train" / "runs"
     for name, job in (("old", "41"), ("new", "42"), ("other", "43")):
@@ -255,7 +255,7 @@ def test_one_exit_status_table_matches_readme() -> None:
     import re
 
     from alexnet import exits
-    from alexnet.resilience import SIGNALS
+    from alexnet.training.signals import SIGNALS
 
     readme = (ROOT / "README.md").read_text()
     rows = re.findall(r"^\| ([\d, ]+) \| (.+) \|$", readme, flags=re.MULTILINE)

@@ -14,8 +14,8 @@ import pytest
 from conftest import ROOT, TINY, compose_config, run_entry_point
 from omegaconf import OmegaConf
 
-from alexnet.report import claims_by_ablation
-from alexnet.study import epochs_to_error, load_study, paired_delta, t_interval
+from alexnet.analysis.ablation_report import claims_by_ablation
+from alexnet.analysis.study import epochs_to_error, load_study, paired_delta, t_interval
 
 # t(0.975, 2) = 4.302653: the 95% quantile of Student's t with 2 degrees of freedom.
 T_975_DF2 = 4.302652729911275
@@ -79,10 +79,10 @@ def test_study_preset_sweeps_every_arm_over_its_seeds(tmp_path: Path) -> None:
 def test_wandb_groups_a_study_and_tags_its_arms(tmp_path: Path) -> None:
     cfg = compose_config("train", ["experiment=study_cpu", "logger=wandb", "+ablation=no_lrn"],
                          tmp_path, tmp_path)
-    from alexnet.ablation import applied_ablations
-    from alexnet.run import _tag_run
+    from alexnet.jobs.train import tag_run
+    from alexnet.training.ablation import applied_ablations
 
-    _tag_run(cfg, applied_ablations(cfg))
+    tag_run(cfg, applied_ablations(cfg))
     wandb = OmegaConf.to_container(cfg.logger.wandb, resolve=True)
     assert wandb["group"] == "cpu" and wandb["offline"] is True
     assert {"no_lrn", "seed=2012"} <= set(wandb["tags"])
@@ -266,7 +266,7 @@ def test_fig1_chooses_each_activations_best_lr_and_the_ratio(tmp_path: Path) -> 
         # tanh: at lr 0.01 never within 6 epochs; at 0.02 exactly at epoch 5 (5.0).
         _fake_run(tmp_path, "tanh", 0.01, seed, [0.8, 0.7, 0.6, 0.5, 0.4, 0.3])
         _fake_run(tmp_path, "tanh", 0.02, seed, [0.8, 0.6, 0.5, 0.4, 0.25, 0.2])
-    from alexnet.fig1_report import fig1_result
+    from alexnet.analysis.fig1_report import fig1_result
 
     study = load_study(tmp_path)
     result = fig1_result(study)
@@ -335,7 +335,7 @@ def test_stop_at_target_holds_the_target_then_races_the_leader(tmp_path: Path) -
     same arm and seed stops once it has trained race_factor x the leader's epochs without it."""
     from types import SimpleNamespace
 
-    from alexnet.callbacks import StopAtTarget
+    from alexnet.callbacks.stop_at_target import StopAtTarget
 
     def epochs(callback: StopAtTarget, run_dir: Path, errors: list[float]) -> int:
         trainer = SimpleNamespace(default_root_dir=str(run_dir), should_stop=False,

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import TINY, compose_config, find_summaries, run_entry_point
 
-from alexnet.run import train
+from alexnet.jobs.train import train
 
 METRICS = ("train/loss", "train/top1_err", "val/loss", "val/top1_err", "val/top5_err")
 
@@ -122,7 +122,7 @@ def test_runs_never_share_a_directory(tmp_path: Path, data_dir: Path) -> None:
 
 
 def test_topk_error_metric() -> None:
-    from alexnet.module import TopKError
+    from alexnet.training.module import TopKError
 
     scores = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.15, 0.05], [0.2, 0.3, 0.5]])
     labels = torch.tensor([1, 1, 0])
@@ -134,7 +134,7 @@ def test_topk_error_metric() -> None:
 
 
 def test_ten_crop_batches_average_softmax() -> None:
-    from alexnet.module import ImageClassifier
+    from alexnet.training.module import ImageClassifier
 
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 3))
     module = ImageClassifier(net, optimizer=torch.optim.SGD, num_classes=3)

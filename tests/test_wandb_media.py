@@ -17,8 +17,8 @@ from conftest import ROOT
 from google.protobuf.message import DecodeError
 from PIL import Image
 
-from alexnet.kernels import column_scores, grid_layout
-from alexnet.wandb_media import KERNELS_KEY, WandbMedia
+from alexnet.analysis.conv1_kernels import column_scores, grid_layout
+from alexnet.callbacks.wandb_media import KERNELS_KEY, WandbMedia
 
 wandb_pb = pytest.importorskip("wandb.proto.wandb_internal_pb2")
 

@@ -1,4 +1,5 @@
-"""The exit statuses of every entry point, in one table (README, "Exit statuses"):
+"""The exit statuses of every entry point and the policy that maps what went wrong to them, in one
+place (README, "Exit statuses"):
 
     0    completed
     1    failed: a crash, or a disk that cannot be written
@@ -6,9 +7,24 @@
     3    diverged: a non-finite training loss
     128 + N  interrupted by signal N, resumable: 130 SIGINT (Ctrl-C), 138 SIGUSR1, 140 SIGUSR2,
              143 SIGTERM
+
+``UserError`` is a mistake in what the user asked for; ``RunStopped`` and its kinds are runs that
+ended early on purpose; :func:`reports_user_errors` wraps every entry point.
 """
 
+from __future__ import annotations
+
+import errno
+import functools
 import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
+from omegaconf import DictConfig
 
 COMPLETED = 0
 FAILED = 1
@@ -22,5 +38,77 @@ def interrupted(signum: int) -> int:
 
 
 CTRL_C = interrupted(signal.SIGINT)  # 130
+# Errors of writing (a full disk, a read-only or forbidden directory): one line, status 1.
+WRITE_ERRNOS = (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.EPERM)
 
-__all__ = ["COMPLETED", "CTRL_C", "DIVERGED", "FAILED", "USER_ERROR", "interrupted"]
+
+class UserError(Exception):
+    """A mistake in what the user asked for: reported as one line, without a traceback."""
+
+
+class RunStopped(Exception):
+    """A run that ended early on purpose; ``status`` goes to summary.json, ``exit_code`` to the
+    shell, ``fields`` are added to the summary."""
+
+    status = "failed"
+    exit_code = FAILED
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+
+class Interrupted(RunStopped):
+    status = "interrupted"
+
+    def __init__(self, message: str, signum: int, **fields: Any) -> None:
+        super().__init__(message, **fields)
+        self.exit_code = interrupted(signum)
+
+
+class Diverged(RunStopped):
+    status = "diverged"
+    exit_code = DIVERGED
+
+
+def one_line(err: BaseException) -> str:
+    if isinstance(err, InstantiationException) and err.__cause__ is not None:
+        err = err.__cause__
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def reports_user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """Turn a UserError raised by ``task`` into ``error: ...`` on stderr and exit status 2; an
+    interrupted or diverged run into its exit status (its line printed by the run), a full disk
+    or unwritable file into one line and exit status 1 (README, "Exit statuses")."""
+
+    @functools.wraps(task)
+    def wrapper(cfg: DictConfig) -> Any:
+        try:
+            return task(cfg)
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr)
+            if in_multirun():  # Hydra records this job as failed and goes on with the others
+                raise
+            sys.exit(USER_ERROR)
+        except RunStopped as err:  # its final line is printed already (summary.json written)
+            if isinstance(err, Interrupted) or not in_multirun():
+                sys.exit(err.exit_code)  # an interrupted sweep stops whole: it is preempted
+            raise
+        except KeyboardInterrupt:  # Ctrl-C before training (or twice): nothing to resume
+            print("interrupted: nothing was saved to resume from; run the command again",
+                  file=sys.stderr)
+            sys.exit(CTRL_C)
+        except OSError as err:
+            if err.errno not in WRITE_ERRNOS:
+                raise
+            if not getattr(err, "reported", False):  # else the run's final line said it
+                print(f"error: cannot write {err.filename or ''}: {err.strerror}",
+                      file=sys.stderr)
+            sys.exit(FAILED)
+
+    return wrapper
+
+
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN

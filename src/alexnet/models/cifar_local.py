@@ -45,7 +45,8 @@ Details taken from cuda-convnet (v1) rather than the layer files:
 * Locally connected layers (``type=local``): one bias per output position and filter
   (:class:`LocallyConnected2d`).
 * Updates (``weights.cuh``, ``Weights::update``): inc = momW * inc + (epsW / batch) * sum of
-  gradients - wc * epsW * w; w += inc. That is :class:`alexnet.optim.PaperSGD` with lr = epsW and
+  gradients - wc * epsW * w; w += inc. That is :class:`alexnet.training.optim.PaperSGD` with lr =
+  epsW and
   weight_decay = wc; biases have no decay (``WeightLayer`` gives them wc = 0). Every layer of both
   files has epsW 0.001, epsB 0.002, momentum 0.9; :meth:`CifarLocalNet.param_groups` gives each
   layer's wc and the biases' epsB / epsW = 2.

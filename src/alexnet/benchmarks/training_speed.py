@@ -10,7 +10,8 @@ What is measured, on the device that a run of ``src/train.py`` with the same ove
   bare loop; (c) ``lightning``: (b) through the Lightning Trainer and the project's
   LightningModule (metrics and logging included). The three alternate round by round, so that a
   machine busy with something else slows all three alike; the medians are reported.
-- end to end: images/s of the last training epoch of ``alexnet.run.train`` (what ``src/train.py``
+- end to end: images/s of the last training epoch of ``alexnet.jobs.train.train`` (what
+``src/train.py``
   runs: the prepared data, the loader, augmentation, the Trainer), with the fast path on and
   with every switch off.
 - training FLOPs per image (``torch.utils.flop_counter``), achieved FLOP/s and MFU against a
@@ -38,8 +39,8 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from alexnet.models import AlexNet, LocalResponseNorm
-from alexnet.optim import build_optimizer
-from alexnet.speed import speed_options, to_layout
+from alexnet.training.optim import build_optimizer
+from alexnet.training.speed import speed_options, to_layout
 
 Runner = Callable[[int], float]  # runs n steps, returns the seconds they took
 
@@ -282,7 +283,7 @@ def update_step(net: nn.Module, device: torch.device, repeats: int) -> dict[str,
     """One optimizer update of every parameter of ``net`` (float32, on ``device``, random
     gradients): PaperSGD's four passes, PaperSGD fused, and torch's SGD (foreach and fused) as
     the reference; median milliseconds of ``repeats`` updates each."""
-    from alexnet.optim import PaperSGD
+    from alexnet.training.optim import PaperSGD
 
     gen = torch.Generator().manual_seed(0)
     params = [torch.randn(p.shape, generator=gen).to(device).requires_grad_(True)
@@ -340,9 +341,9 @@ def profile_step(run: Runner, steps: int, top: int = 8) -> list[dict[str, Any]]:
 
 
 def end_to_end(cfg: Any, overrides: list[str], work: Path, name: str) -> dict[str, Any]:
-    """The last training epoch's images/s of ``alexnet.run.train`` on ``cfg`` plus
+    """The last training epoch's images/s of ``alexnet.jobs.train.train`` on ``cfg`` plus
     ``overrides`` (composed by the caller), its wall time and status."""
-    from alexnet.run import train
+    from alexnet.jobs.train import train
 
     started = time.perf_counter()
     summary = train(cfg)
@@ -366,7 +367,7 @@ def model_only(cfg: Any, device: torch.device, *, steps: int, rounds: int,
     FLOPs, MFU inputs, peak memory and a profile of the fast step."""
     from hydra.utils import instantiate
 
-    from alexnet.module import ImageClassifier
+    from alexnet.training.module import ImageClassifier
 
     batch, crop = int(cfg.data.batch_size), int(cfg.data.crop_size)
     num_classes = int(cfg.data.get("num_classes") or 1000)

@@ -6,7 +6,8 @@ Its keys: ``task``, ``status``, ``final`` and ``best`` (metrics under their logg
 changed keys), ``seed``, ``git`` (commit and dirty flag, when available), ``wall_time_s``,
 ``img_per_s``, ``checkpoints``, ``environment`` and ``config`` (the resolved configuration).
 A training run adds ``slurm_job_id``, ``resumed_from`` (when it resumed a checkpoint), and when it
-stopped early ``stopped`` and ``resume`` (interrupted) or ``diverged`` (see alexnet.resilience).
+stopped early ``stopped`` and ``resume`` (interrupted) or ``diverged`` (see
+alexnet.callbacks.run_guard).
 """
 
 from __future__ import annotations
@@ -17,15 +18,14 @@ import os
 import platform
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from alexnet.callbacks import MetricHistory
-from alexnet.names import arm_name
+from alexnet.names import TEST10_TOP1, TEST_TOP1, VAL_TOP1, arm_name
 
 SUMMARY_VERSION = 1
 
@@ -63,12 +63,20 @@ def environment() -> dict[str, Any]:
     }
 
 
+class EpochHistory(Protocol):
+    """What a summary reads of the run's metric history (the ``MetricHistory`` callback)."""
+
+    history: list[dict[str, Any]]
+
+    def best(self) -> dict[str, Any]: ...
+
+
 def build_summary(
     *,
     task: str,
     cfg: DictConfig,
     trainer: L.Trainer,
-    history: MetricHistory,
+    history: EpochHistory,
     num_params: int,
     num_classes: int,
     ablations: list[dict[str, Any]],
@@ -113,7 +121,7 @@ def build_summary(
     }
     if error is not None and summary["status"] in ("failed", "diverged"):
         summary["error"] = f"{type(error).__name__}: {' '.join(str(error).split())}"
-    # An early stop's own record (alexnet.resilience): where it stopped, how it diverged.
+    # An early stop's own record (alexnet.callbacks.run_guard): where it stopped, how it diverged.
     summary.update(getattr(error, "fields", None) or {})
     summary.update(extra or {})
     if train_config is not None:
@@ -122,7 +130,7 @@ def build_summary(
 
 
 def _status(trainer: L.Trainer, error: BaseException | None) -> str:
-    if error is not None:  # interrupted, diverged (alexnet.resilience) or failed
+    if error is not None:  # interrupted, diverged (alexnet.callbacks.run_guard) or failed
         return getattr(error, "status", "failed")
     return "interrupted" if trainer.interrupted else "completed"
 
@@ -155,3 +163,31 @@ def write_summary(path: Path, summary: dict[str, Any]) -> None:
 def read_summary(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
+
+
+def final_line(summary: dict[str, Any]) -> str:
+    """The one line every run ends with: status, headline metrics, run directory (and for an
+    interrupted run, the command that resumes it)."""
+    final = summary.get("final") or {}
+    shown = [k for k in (VAL_TOP1, TEST_TOP1, TEST10_TOP1) if k in final]
+    metrics = " ".join(f"{k} {final[k]:.4f}" for k in shown if final[k] is not None)
+    head = summary["status"]
+    if summary.get("stopped"):
+        s = summary["stopped"]
+        head += f" at epoch {s['epoch']} step {s['step']}"
+    if summary.get("diverged"):
+        d = summary["diverged"]
+        head += f" at epoch {d['epoch']} step {d['step']} (training loss {d['loss']})"
+    evaluation = summary.get("evaluation")
+    if metrics and evaluation and any(k.startswith("test") for k in shown):
+        metrics += (" (test/* on the val split, which also chose "
+                    f"{' and '.join(evaluation['val_selects'])}: no independent test split)"
+                    if evaluation.get("test_independent") is False
+                    else f" (test split: {evaluation['test_split']})")
+    line = f"{head}: {metrics} -> {summary['output_dir']}" if metrics else (
+        f"{head} -> {summary['output_dir']}")
+    if summary.get("resume"):
+        line += f"; resume with: {summary['resume']['command']}"
+    elif summary["status"] == "failed" and summary.get("error"):
+        line += f" ({summary['error']})"
+    return line

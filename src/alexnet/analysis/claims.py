@@ -17,7 +17,7 @@ import yaml
 
 from alexnet.names import VAL_TOP1
 
-CLAIMS_FILE = Path(__file__).resolve().parents[2] / "ablations" / "claims.yaml"
+CLAIMS_FILE = Path(__file__).resolve().parents[3] / "ablations" / "claims.yaml"
 HEADLINE_KEY = "headline"
 IMAGENET_CLASSES = 1000
 

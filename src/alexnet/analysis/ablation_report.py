@@ -1,7 +1,7 @@
 """``report.md`` and ``report.png`` of an ablation study: measured deltas beside the paper's.
 
-Reads the runs through :mod:`alexnet.study` (their ``summary.json`` files and nothing else) and
-the paper's numbers from ``ablations/claims.yaml``.
+Reads the runs through :mod:`alexnet.analysis.study` (their ``summary.json`` files and nothing
+else) and the paper's numbers from ``ablations/claims.yaml``.
 """
 
 from __future__ import annotations
@@ -11,10 +11,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from alexnet.claims import load_claims
-from alexnet.data.registry import BUILT_IN, is_built_in
-from alexnet.fig1_report import FIG1_ARMS, FIG1_TARGET, TRAIN_ERROR, fig1_lines, fig1_result
-from alexnet.study import (
+from alexnet.analysis.claims import load_claims
+from alexnet.analysis.fig1_report import (
+    FIG1_ARMS,
+    FIG1_TARGET,
+    TRAIN_ERROR,
+    fig1_lines,
+    fig1_result,
+)
+from alexnet.analysis.study import (
     BASELINE,
     ERRORS,
     Delta,
@@ -24,6 +29,7 @@ from alexnet.study import (
     paired_delta,
     t_interval,
 )
+from alexnet.data.registry import BUILT_IN, is_built_in
 
 
 def claims_by_ablation(path: str | os.PathLike | None = None,

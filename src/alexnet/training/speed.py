@@ -77,15 +77,6 @@ def auto_precision(accelerator: str = "auto") -> str:
     return precision_choice(accelerator)[0]
 
 
-def register_resolvers() -> None:
-    """``${auto_precision:ACCELERATOR}`` in the trainer configs."""
-    if not OmegaConf.has_resolver("auto_precision"):
-        OmegaConf.register_new_resolver("auto_precision", auto_precision)
-
-
-register_resolvers()
-
-
 def check_compile(value: Any) -> str | None:
     """``speed.compile`` as torch.compile's mode, or None for off; ValueError otherwise."""
     if value is None or value is False:

@@ -2,14 +2,14 @@
 
 - :func:`fig1_curves` and :func:`plot_fig1`: training error against epochs (Fig. 1, Sec. 3.1),
   ReLU against tanh when pointed at a study with both arms, or any runs, with the 25% line and
-  the epoch at which each run reaches it (:func:`alexnet.study.epochs_to_error`).
+  the epoch at which each run reaches it (:func:`alexnet.analysis.study.epochs_to_error`).
 - :func:`fig3`: conv1's kernels as an image grid, one block per column (Fig. 3, Sec. 6.1), and
-  each column's colour specificity (:mod:`alexnet.kernels`).
+  each column's colour specificity (:mod:`alexnet.analysis.conv1_kernels`).
 - :func:`fig4`: validation images and the training images nearest to them in fc7 feature space,
   Euclidean distance (Fig. 4, Sec. 6.1).
 
-They read ``summary.json`` files and checkpoints (``alexnet.run.load_checkpoint``) only;
-``src/figures.py`` and the notebooks call them. Every mistake raises ``UserError`` (or
+They read ``summary.json`` files and checkpoints (``alexnet.training.checkpoints.load_checkpoint``)
+only; ``src/figures.py`` and the notebooks call them. Every mistake raises ``UserError`` (or
 ``StudyError``, ``DataError``) with one line, before anything is written.
 """
 
@@ -29,14 +29,22 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from alexnet.fig1_report import FIG1_ARMS, FIG1_TARGET, fig1_result
-from alexnet.kernels import colour_specificity, column_scores, columns_of, first_conv, kernel_grid
-from alexnet.module import CONFIG_KEY
+from alexnet.analysis.ablation_report import claims_by_ablation
+from alexnet.analysis.conv1_kernels import (
+    colour_specificity,
+    column_scores,
+    columns_of,
+    first_conv,
+    kernel_grid,
+)
+from alexnet.analysis.fig1_report import FIG1_ARMS, FIG1_TARGET, fig1_result
+from alexnet.analysis.study import Run, StudyError, epochs_to_error, load_study, read_runs
+from alexnet.exits import UserError
+from alexnet.jobs.build import building
 from alexnet.names import TRAIN_TOP1
-from alexnet.report import claims_by_ablation
-from alexnet.run import UserError, building, dataset_config, load_checkpoint
-from alexnet.study import Run, StudyError, epochs_to_error, load_study, read_runs
-from alexnet.summary import git_state
+from alexnet.training.checkpoints import dataset_config, load_checkpoint
+from alexnet.training.module import CONFIG_KEY
+from alexnet.training.summary import git_state
 
 FIG1_FILE, FIG3_FILE, FIG4_FILE = "fig1.png", "fig3_kernels.png", "fig4_neighbours.png"
 _ARM_LABELS = dict(zip(FIG1_ARMS, ("ReLU", "tanh"), strict=True))
@@ -78,7 +86,8 @@ class Fig1:
 def fig1_curves(paths: list[str | os.PathLike]) -> Fig1:
     """Fig. 1's curves from ``paths``: one sweep directory of a study with a ReLU (``none``) and a
     ``tanh`` arm gives each arm's runs at the learning rate the study's report chose (see
-    :func:`alexnet.fig1_report.fig1_result`); anything else (several directories, summary.json
+    :func:`alexnet.analysis.fig1_report.fig1_result`); anything else (several directories,
+    summary.json
     files, runs of mixed settings) gives every training run found, each labelled by its arm and
     seed."""
     if not paths:

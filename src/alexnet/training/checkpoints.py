@@ -22,6 +22,11 @@ from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from omegaconf import DictConfig
+
+from alexnet.data import registry
+from alexnet.exits import UserError
+from alexnet.training.module import CONFIG_KEY
 
 LAST = "last.ckpt"  # the run's whole state, for ckpt_path=last
 
@@ -115,7 +120,7 @@ def config_differences(before: dict[str, Any], now: dict[str, Any],
                        ignore: tuple[str, ...] = ()) -> list[str]:
     """Keys of ``sections`` whose values differ: what a resumed run may not change (the data's
     loader settings, and the keys in ``ignore``, excepted)."""
-    from alexnet.study import flatten_config
+    from alexnet.analysis.study import flatten_config
 
     free = ("data.num_workers", "data.pin_memory", "data.eval_batch_size", "data.prepared_dir",
             "data.ten_crop", *ignore)
@@ -146,3 +151,33 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+
+
+def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, Any]:
+    """Load a checkpoint written by ``src/train.py``, with ``weights_only=True`` (a file from
+    elsewhere cannot run code); UserError for anything else, one line saying why."""
+    path = Path(path)
+    try:
+        checkpoint = read_checkpoint(path)
+    except CheckpointRefused as err:
+        message = str(err)
+        if message.startswith("checkpoint not found"):
+            message = message.replace("checkpoint", what, 1)
+        raise UserError(message) from None
+    if not isinstance(checkpoint, dict) or not checkpoint.get(CONFIG_KEY):
+        raise UserError(f"{path} is not a checkpoint written by src/train.py (no {CONFIG_KEY})")
+    return checkpoint
+
+
+def dataset_config(train_cfg: DictConfig, prepared_dir: str | None = None) -> DictConfig:
+    """The data config of a checkpoint's training configuration, reading ``prepared_dir``
+    instead of its own dataset when given (the built-in data's generator settings dropped)."""
+    data_cfg = train_cfg.data
+    if prepared_dir:
+        data_cfg.prepared_dir = prepared_dir
+        if registry.is_built_in(data_cfg):
+            data_cfg._target_ = "alexnet.data.datamodule.PreparedDataModule"
+            for key in ("num_classes", "train_per_class", "val_per_class", "test_per_class",
+                        "seed"):
+                data_cfg.pop(key, None)
+    return data_cfg

@@ -13,8 +13,8 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from alexnet.names import TRAIN_TOP1, VAL_TOP1
-from alexnet.optim import build_optimizer
-from alexnet.speed import check_compile, to_layout
+from alexnet.training.optim import build_optimizer
+from alexnet.training.speed import check_compile, to_layout
 
 CONFIG_KEY = "alexnet_config"  # where a checkpoint keeps the resolved training configuration
 LAYOUT_KEY = "alexnet_parallel_layout"  # and the parallel layout that wrote it (parallel.describe)
@@ -37,7 +37,7 @@ class ImageClassifier(L.LightningModule):
     (B, 10, C, H, W) is the paper's 10-crop evaluation (softmax averaged over the patches,
     Sec. 4.1) and logs under ``test10/``.
 
-    Speed switches (``speed.*`` in ``conf/train.yaml``, see ``alexnet.speed``): with
+    Speed switches (``speed.*`` in ``conf/train.yaml``, see ``alexnet.training.speed``): with
     ``channels_last`` the network's weights and every input batch are in the NHWC memory layout
     (else NCHW); ``compile`` (None, or a torch.compile mode) compiles the network in place, so
     that its parameters and checkpoints keep their names. Neither changes the function computed.
@@ -126,8 +126,8 @@ class ImageClassifier(L.LightningModule):
         self._evaluate(batch, "test")
 
     def configure_optimizers(self) -> Any:
-        # The builders of alexnet.optim take the network, to split weights from biases or use
-        # its own param_groups(); a plain optimizer class gets the parameters.
+        # The builders of alexnet.training.optim take the network, to split weights from biases or
+        # use its own param_groups(); a plain optimizer class gets the parameters.
         optimizer = build_optimizer(self.optimizer_factory, self.net)
         if self.scheduler_factory is None:
             return optimizer

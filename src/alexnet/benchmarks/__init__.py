@@ -1,0 +1,1 @@
+"""Speed measured side by side against a baseline run (src/benchmark.py, src/device_check.py)."""

@@ -1,0 +1,106 @@
+"""Checks of a configuration that need no data and no training: each problem one line, before
+any work starts (and the checks of the parallel layout, once the trainer that runs it exists)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from alexnet.analysis.study import flatten_config
+from alexnet.callbacks.run_guard import NONFINITE_MODES
+from alexnet.exits import UserError, in_multirun
+from alexnet.training import parallel
+from alexnet.training.summary import read_summary
+
+
+def config_problems(cfg: DictConfig) -> list[str]:
+    """Cheap checks of values that would otherwise fail only once training has started (after
+    the data are read and the network built): each problem as one line."""
+    problems = []
+
+    def number(key: str) -> float | None:
+        value = OmegaConf.select(cfg, key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            problems.append(f"{key} must be a number, got {value!r}")
+            return None
+        return value
+
+    if (lr := number("optimizer.lr")) is not None and lr < 0:
+        problems.append(f"optimizer.lr must be >= 0, got {lr}")
+    if (momentum := number("optimizer.momentum")) is not None and not 0 <= momentum < 1:
+        problems.append(f"optimizer.momentum must be in [0, 1), got {momentum}")
+    if (decay := number("optimizer.weight_decay")) is not None and decay < 0:
+        problems.append(f"optimizer.weight_decay must be >= 0, got {decay}")
+    epochs, steps = number("trainer.max_epochs"), number("trainer.max_steps")
+    if epochs is not None and epochs < 1 and not (epochs == -1 and steps and steps > 0):
+        problems.append(f"trainer.max_epochs must be at least 1 (or -1 with trainer.max_steps), "
+                        f"got {epochs}")
+    every = cfg.get("nonfinite_every", 1)
+    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+        problems.append(f"nonfinite_every must be a whole number of steps >= 1, got {every!r}")
+    if cfg.get("nonfinite", "stop") not in NONFINITE_MODES:
+        problems.append(f"nonfinite must be one of {list(NONFINITE_MODES)}, got "
+                        f"{cfg.get('nonfinite')!r}")
+    ckpt = cfg.get("ckpt_path")
+    if ckpt is not None and not isinstance(ckpt, str):
+        problems.append(f"ckpt_path must be a path or last, got {ckpt!r}")
+    return problems
+
+
+def check_parallel(cfg: DictConfig, trainer: L.Trainer, net: torch.nn.Module) -> None:
+    """The parallel layout's mistakes, before any work starts (UserError naming the fix)."""
+    problems = parallel.check_layout(cfg, trainer, net)
+    environment = getattr(trainer.strategy, "cluster_environment", None)
+    external = environment is not None and environment.creates_processes_externally
+    if trainer.world_size > 1 and not external and in_multirun():
+        # Lightning would start the other processes by re-running this command line, which
+        # would start the whole sweep again in each of them.
+        problems.append(
+            "a local Hydra multirun cannot start several processes per run: sweep with "
+            "hydra/launcher=slurm, or run each job alone (or under torchrun)"
+        )
+    run_dir_given = not HydraConfig.initialized() or any(
+        o.startswith("hydra.run.dir=") for o in HydraConfig.get().overrides.hydra
+    )
+    if trainer.world_size > 1 and external and not in_multirun() and not run_dir_given:
+        # torchrun and srun start every process alike: each would time-stamp its own directory.
+        problems.append(
+            "processes started by torchrun or srun must share one run directory: add "
+            "hydra.run.dir=logs/train/runs/NAME to the command line"
+        )
+    if problems:
+        raise UserError(problems[0])
+
+
+def completed_summary(path: Path, cfg: DictConfig) -> dict[str, Any] | None:
+    """The summary of a run of this configuration that completed in this directory before, else
+    None (never finished, failed or interrupted: run again). UserError if the directory holds a
+    completed run of another configuration: a study's directory never mixes two."""
+    try:
+        summary = read_summary(path)
+    except (OSError, ValueError):
+        return None
+    if summary.get("status") != "completed":
+        return None
+    current = json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=True), default=str))
+    # The study's own spec (its list of arms and seeds) may grow between two runs of the sweep.
+    before, now = flatten_config(summary.get("config") or {}), flatten_config(current)
+    differing = sorted(
+        key for key in before.keys() | now.keys()
+        if before.get(key) != now.get(key) and not key.startswith(("study.", "tags"))
+    )
+    if differing:
+        shown = ", ".join(differing[:5]) + (" ..." if len(differing) > 5 else "")
+        raise UserError(
+            f"{path.parent} holds a completed run of another configuration (differs in "
+            f"{shown}): choose another study.name (or paths.log_dir), or remove that directory"
+        )
+    return summary

@@ -1,0 +1,33 @@
+"""Every resolver the configs use, registered by each entry point before it composes a config:
+``${repo_root:}``, ``${div:a,b}``, ``${csv:list}`` and ``${auto_precision:ACCELERATOR}``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from alexnet.training.speed import auto_precision
+
+# The directory above src/: outputs and data land there whatever the working directory is.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def repo_root() -> str:
+    """``${repo_root:}``: ``$ALEXNET_ROOT`` where set, else the directory above ``src/``."""
+    return os.environ.get("ALEXNET_ROOT") or str(REPO_ROOT)
+
+
+def register_resolvers() -> None:
+    """``${div:a,b}`` (e.g. the plateau schedule's floor, lr / 10^3), ``${csv:list}`` (a study's
+    arms and seeds as the comma-separated sweep of a multirun) and ``${auto_precision:ACC}`` (the
+    trainer's precision: :func:`alexnet.training.speed.precision_choice`)."""
+    if not OmegaConf.has_resolver("repo_root"):
+        OmegaConf.register_new_resolver("repo_root", repo_root)
+    if not OmegaConf.has_resolver("div"):
+        OmegaConf.register_new_resolver("div", lambda a, b: float(a) / float(b))
+    if not OmegaConf.has_resolver("csv"):
+        OmegaConf.register_new_resolver("csv", lambda items: ",".join(str(i) for i in items))
+    if not OmegaConf.has_resolver("auto_precision"):
+        OmegaConf.register_new_resolver("auto_precision", auto_precision)
