@@ -16,7 +16,7 @@ from omegaconf import DictConfig  # noqa: E402
 
 from alexnet import exits  # noqa: E402
 from alexnet.data import prepare, prepared, registry, synthetic, writer  # noqa: E402
-from alexnet.run import building, reports_user_errors  # noqa: E402
+from alexnet.run import UserError, building, reports_user_errors  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="prepare")
@@ -50,6 +50,8 @@ def main(cfg: DictConfig) -> None:
         return
     try:
         result = writer.write(job, workers=cfg.workers, progress=cfg.progress)
+    except prepared.DataError as err:  # no image of a split could be decoded
+        raise UserError(" ".join(str(err).split())) from None
     except KeyboardInterrupt:
         print(f"interrupted: the work so far is kept in {prepared.partial_dir(job.root)}; run "
               f"the same command again to resume", file=sys.stderr)
