@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from alexnet import exits
 from alexnet.data import preparation, prepared, registry, synthetic, writer
-from alexnet.exits import reports_user_errors
+from alexnet.exits import UserError, reports_user_errors
 from alexnet.jobs.build import building
 from alexnet.resolvers import register_resolvers
 
@@ -50,6 +50,8 @@ def main(cfg: DictConfig) -> None:
         return
     try:
         result = writer.write(job, workers=cfg.workers, progress=cfg.progress)
+    except prepared.DataError as err:  # no image of a split could be decoded
+        raise UserError(" ".join(str(err).split())) from None
     except KeyboardInterrupt:
         print(f"interrupted: the work so far is kept in {prepared.partial_dir(job.root)}; run "
               f"the same command again to resume", file=sys.stderr)

@@ -166,8 +166,8 @@ CASES = [
     # -- prepared datasets ---------------------------------------------------------------------
     Case("prepared_array_cut_short", "train",
          ["data=imagefolder", *PREP, "data.prepared_dir={tmp}/prepared"],
-         "error: {tmp}/prepared: the train split is cut short or damaged (mmap length is greater "
-         "than file size); to prepare it: python src/prepare.py data=imagefolder "
+         "error: {tmp}/prepared/train_images.npy: the train split is cut short or damaged (mmap "
+         "length is greater than file size); to prepare it: python src/prepare.py data=imagefolder "
          f"data.root={EXAMPLE_ROOT} data.image_size=80 data.val_fraction=0.1 "
          "data.test_fraction=0.1 data.prepared_dir={tmp}/prepared force=true", 2,
          setup=lambda tmp, d: os.truncate(_prepared_copy(tmp, d) / "train_images.npy", 1000)),

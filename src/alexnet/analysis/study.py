@@ -155,11 +155,17 @@ def read_runs(path: str | os.PathLike) -> list[Run]:
     else:
         raise StudyError(f"no such sweep directory: {path}")
     runs = []
+    again = "run that run again, or remove its directory"
     for file in paths:
         try:
-            runs.append(Run(file, json.loads(file.read_text())))
-        except (OSError, ValueError) as err:
-            raise StudyError(f"{file} is not a readable summary.json ({err})") from None
+            summary = json.loads(file.read_text())
+        except (OSError, ValueError) as err:  # ValueError: not JSON, or not text at all
+            raise StudyError(f"{file} is not a readable summary.json "
+                             f"({' '.join(str(err).split())}): {again}") from None
+        if not isinstance(summary, dict) or "task" not in summary:  # another file by that name
+            raise StudyError(f"{file} is not a summary.json written by this suite (no task): "
+                             f"{again}")
+        runs.append(Run(file, summary))
     runs = [r for r in runs if r.summary.get("task") == "train"]
     if not runs:
         raise StudyError(f"no training run (summary.json) found below {path}")

@@ -10,6 +10,7 @@ import hashlib
 import os
 import pickle
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ FOLDER = "cifar-10-batches-py"
 ARCHIVE = "cifar-10-python.tar.gz"
 BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 META = "batches.meta"
+AGAIN = f"replace it with the file of a fresh copy of {ARCHIVE}"
 
 
 def _get(batch: dict, key: str) -> Any:
@@ -36,9 +38,9 @@ def _unpickle(data: bytes, name: str) -> dict:
     try:
         batch = pickle.loads(data, encoding="bytes")
     except Exception as err:  # a truncated or foreign file: pickle raises many kinds
-        raise DataError(f"{name} is not a CIFAR-10 python batch ({err})") from None
+        raise DataError(f"{name} is not a CIFAR-10 python batch ({err}): {AGAIN}") from None
     if not isinstance(batch, dict):
-        raise DataError(f"{name} is not a CIFAR-10 python batch (a dict was expected)")
+        raise DataError(f"{name} is not a CIFAR-10 python batch (a dict was expected): {AGAIN}")
     return batch
 
 
@@ -48,23 +50,37 @@ def _locate(root: Path) -> tuple[str, Path]:
         if all((folder / b).is_file() for b in (*BATCHES["train"], *BATCHES["test"])):
             return "dir", folder
     for archive in (root / ARCHIVE, root):
-        if archive.is_file() and tarfile.is_tarfile(archive):
+        if archive.is_file() and _is_tarfile(archive):
             return "tar", archive
+    if (root / ARCHIVE).is_file():
+        raise DataError(f"{root / ARCHIVE} is not a readable tar.gz archive (empty, cut short or "
+                        f"damaged): download {ARCHIVE} again")
     raise DataError(
         f"unknown layout in data.root={root}: expected CIFAR-10's python batches "
         f"({FOLDER}/data_batch_1..5, test_batch, {META}) or {ARCHIVE}"
     )
 
 
+def _is_tarfile(path: Path) -> bool:
+    try:
+        return tarfile.is_tarfile(path)
+    except (OSError, EOFError, zlib.error):  # a compressed stream cut short in its first block
+        return False
+
+
 def _read_files(kind: str, where: Path, names: list[str]) -> dict[str, bytes]:
     if kind == "dir":
         return {n: (where / n).read_bytes() for n in names if (where / n).is_file()}
     found = {}
-    with tarfile.open(where) as tar:
-        for member in tar.getmembers():
-            name = Path(member.name).name
-            if name in names and member.isfile():
-                found[name] = tar.extractfile(member).read()
+    try:
+        with tarfile.open(where) as tar:
+            for member in tar.getmembers():
+                name = Path(member.name).name
+                if name in names and member.isfile():
+                    found[name] = tar.extractfile(member).read()
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+        raise DataError(f"{where} is cut short or damaged ({' '.join(str(err).split())}): "
+                        f"download {ARCHIVE} again") from None
     missing = [n for n in names if n not in found and n != META]
     if missing:
         raise DataError(f"{where} does not hold CIFAR-10's {', '.join(missing)}")
@@ -78,10 +94,12 @@ def read_batch(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
         rows = np.asarray(_get(batch, "data"), dtype=np.uint8)
         labels = np.asarray(_get(batch, "labels"), dtype=np.int64)
     except KeyError as err:
-        raise DataError(f"{name} is not a CIFAR-10 python batch (no {err} entry)") from None
+        raise DataError(f"{name} is not a CIFAR-10 python batch (no {err} entry): {AGAIN}"
+                        ) from None
     if rows.ndim != 2 or rows.shape[1] != 3 * IMAGE_SIZE * IMAGE_SIZE or len(rows) != len(labels):
         raise DataError(
-            f"{name}: data of shape {rows.shape} with {len(labels)} labels; expected (N, 3072)"
+            f"{name}: data of shape {rows.shape} with {len(labels)} labels; expected (N, 3072): "
+            f"{AGAIN}"
         )
     # Each row is the red plane, then green, then blue, each 32 x 32 in row-major order.
     images = rows.reshape(-1, 3, IMAGE_SIZE, IMAGE_SIZE).transpose(0, 2, 3, 1)
@@ -128,9 +146,13 @@ def find_cifar10(root: str | os.PathLike | None, val_fraction: float | None = 0.
                         f"data.val_fraction between 0 and 1, got {val_fraction}")
     kind, where = _locate(root)
     files = _read_files(kind, where, [*BATCHES["train"], *BATCHES["test"], META])
+
+    def named(name: str) -> str:  # what a message calls a batch: its path
+        return str(where / name) if kind == "dir" else f"{name} in {where}"
+
     labels, splits, images = {}, {}, {}
     for split, names in BATCHES.items():
-        parts = [read_batch(files[n], n) for n in names]
+        parts = [read_batch(files[n], named(n)) for n in names]
         labels[split] = np.concatenate([y for _, y in parts])
         images[split] = np.concatenate([x for x, _ in parts])
     held, _ = hold_out(labels["train"], val_fraction)
@@ -143,8 +165,12 @@ def find_cifar10(root: str | os.PathLike | None, val_fraction: float | None = 0.
     labels["val"], labels["train"] = labels["train"][held], labels["train"][~held]
     classes = [f"class_{i}" for i in range(10)]
     if META in files:
-        names = [n.decode() if isinstance(n, bytes) else str(n)
-                 for n in _get(_unpickle(files[META], META), "label_names")]
+        try:
+            names = [n.decode() if isinstance(n, bytes) else str(n)
+                     for n in _get(_unpickle(files[META], named(META)), "label_names")]
+        except (KeyError, TypeError, UnicodeDecodeError):
+            raise DataError(f"{named(META)} is not CIFAR-10's {META} (no label_names list): "
+                            f"{AGAIN}") from None
         if len(names) == 10:
             classes = names
     for split, y in labels.items():

@@ -79,9 +79,12 @@ def read_stats(root: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"{root} is not a prepared dataset: {STATS_FILE} is missing")
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise DataError(f"{path} is unreadable: {err}") from None
+        stats = json.loads(path.read_text())
+    except (OSError, ValueError) as err:  # ValueError: not JSON, or not text at all
+        raise DataError(f"{path} is unreadable: {' '.join(str(err).split())}") from None
+    if not isinstance(stats, dict):
+        raise DataError(f"{path} is unreadable: a JSON object was expected")
+    return stats
 
 
 def is_current(stats: dict[str, Any]) -> bool:
@@ -98,6 +101,9 @@ def load_stats(root: str | os.PathLike, image_size: int | None = None) -> dict[s
     """Read and check ``stats.json``; raise DataError naming the path and what was expected."""
     root = Path(root)
     stats = read_stats(root)
+    if "format" not in stats:  # another JSON file by that name
+        raise DataError(f"{root / STATS_FILE} is not the stats.json of a prepared dataset "
+                        "(no format)")
     if not is_current(stats):
         raise DataError(
             f"{root} was prepared in format {stats.get('format')!r} version "
@@ -116,9 +122,17 @@ def load_stats(root: str | os.PathLike, image_size: int | None = None) -> dict[s
 def check_arrays(root: str | os.PathLike, stats: dict[str, Any]) -> None:
     """Every split that ``stats.json`` counts is on disk whole: its image file as long as its
     header's shape says, as many labels as rows, as many usable rows as counted. Cheap (file
-    sizes and headers), so that a copy cut short stops a run before its first epoch, not in it."""
+    sizes and headers), so that a copy cut short stops a run before its first epoch, not in it;
+    the mean image likewise."""
     root = Path(root)
     size = stats.get("image_size")
+    mean = root / MEAN_IMAGE_FILE
+    try:
+        shape = np.load(mean, mmap_mode="r").shape
+    except (ValueError, OSError, EOFError) as err:
+        raise DataError(f"{mean} is cut short or damaged ({' '.join(str(err).split())})") from None
+    if shape != (size, size, 3):
+        raise DataError(f"{mean}: shape {shape}, but stats.json says {size}x{size} images")
     for split, counted in (stats.get("counts") or {}).items():
         images, labels = open_split(root, split)
         if images.shape[1:] != (size, size, 3) or labels.ndim != 1:
@@ -136,12 +150,16 @@ def open_split(root: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndar
     for path in (ipath, lpath):
         if not path.is_file():
             raise DataError(f"prepared dataset {root} has no {split} split: {path} is missing")
-    try:
-        images = np.load(ipath, mmap_mode="r")
-        labels = np.load(lpath)
-    except (ValueError, OSError, EOFError) as err:
-        raise DataError(f"{Path(root)}: the {split} split is cut short or damaged "
-                        f"({' '.join(str(err).split())})") from None
+    arrays = []
+    for path, mmap_mode in ((ipath, "r"), (lpath, None)):
+        try:
+            arrays.append(np.load(path, mmap_mode=mmap_mode))
+        except (ValueError, OSError, EOFError) as err:
+            raise DataError(f"{path}: the {split} split is cut short or damaged "
+                            f"({' '.join(str(err).split())})") from None
+    images, labels = arrays
+    if labels.ndim != 1:
+        raise DataError(f"{lpath} has shape {labels.shape}; expected (N,) labels")
     if images.ndim != 4 or images.shape[3] != 3 or len(images) != len(labels):
         raise DataError(
             f"{ipath} has shape {images.shape} with {len(labels)} labels; expected (N, S, S, 3)"
