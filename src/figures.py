@@ -17,8 +17,7 @@ from pathlib import Path
 from alexnet import exits
 from alexnet.analysis import paper_figures as figures
 from alexnet.analysis.study import StudyError
-from alexnet.data.prepared import DataError
-from alexnet.exits import UserError
+from alexnet.exits import DataError, UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,8 +12,7 @@ from omegaconf import DictConfig
 
 from alexnet import exits
 from alexnet.data import preparation, prepared, registry, synthetic, writer
-from alexnet.exits import UserError, reports_user_errors
-from alexnet.jobs.build import building
+from alexnet.exits import DataError, UserError, building, reports_user_errors
 from alexnet.resolvers import register_resolvers
 
 register_resolvers()  # before Hydra composes the config
@@ -50,7 +49,7 @@ def main(cfg: DictConfig) -> None:
         return
     try:
         result = writer.write(job, workers=cfg.workers, progress=cfg.progress)
-    except prepared.DataError as err:  # no image of a split could be decoded
+    except DataError as err:  # no image of a split could be decoded
         raise UserError(" ".join(str(err).split())) from None
     except KeyboardInterrupt:
         print(f"interrupted: the work so far is kept in {prepared.partial_dir(job.root)}; run "

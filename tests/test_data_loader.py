@@ -22,7 +22,7 @@ from alexnet.data.datamodule import (
     SyntheticDataModule,
     release,
 )
-from alexnet.data.prepared import DataError
+from alexnet.exits import DataError
 from alexnet.jobs.train import train
 
 SIZE, CROP = 16, 10

@@ -13,7 +13,8 @@ from PIL import Image
 
 from alexnet.data import cifar10, sources, writer
 from alexnet.data import preparation as preparing
-from alexnet.data.prepared import DataError, open_split
+from alexnet.data.prepared import open_split
+from alexnet.exits import DataError
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]
 

@@ -136,8 +136,7 @@ def test_config_defaults_resolve(tmp_path, data_dir) -> None:
 def test_bad_switch_is_a_user_error() -> None:
     """src/train.py's build phase turns the switch's ValueError into one `error: ...` line and
     exit status 2 (alexnet.jobs.build.building, tested end to end in test_cli)."""
-    from alexnet.exits import UserError
-    from alexnet.jobs.build import building
+    from alexnet.exits import UserError, building
 
     with pytest.raises(UserError, match=r"^invalid configuration: speed.compile must be true"):
         with building("invalid configuration"):

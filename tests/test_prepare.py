@@ -18,7 +18,7 @@ from alexnet.data import preparation as preparing
 from alexnet.data import prepared, writer
 from alexnet.data.datamodule import PreparedImages
 from alexnet.data.images import DecodeError, load_image
-from alexnet.data.prepared import DataError
+from alexnet.exits import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 

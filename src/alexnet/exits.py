@@ -8,8 +8,10 @@ place (README, "Exit statuses"):
     128 + N  interrupted by signal N, resumable: 130 SIGINT (Ctrl-C), 138 SIGUSR1, 140 SIGUSR2,
              143 SIGTERM
 
-``UserError`` is a mistake in what the user asked for; ``RunStopped`` and its kinds are runs that
-ended early on purpose; :func:`reports_user_errors` wraps every entry point.
+``UserError`` is a mistake in what the user asked for, ``DataError`` a dataset file that is missing
+or damaged (its message names the file); ``RunStopped`` and its kinds are runs that ended early on
+purpose. :func:`reports_user_errors` wraps every entry point; :func:`building` turns the errors of
+a build phase (configuration, data) into one ``UserError`` line.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import errno
 import functools
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
@@ -44,6 +47,11 @@ WRITE_ERRNOS = (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.EPE
 
 class UserError(Exception):
     """A mistake in what the user asked for: reported as one line, without a traceback."""
+
+
+class DataError(ValueError):
+    """A dataset on disk is missing, incomplete or not what the configuration expects (its
+    message names the file)."""
 
 
 class RunStopped(Exception):
@@ -112,3 +120,17 @@ def reports_user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConf
 
 def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+@contextmanager
+def building(what: str) -> Iterator[None]:
+    """The build phase: configuration and data errors become a UserError."""
+    try:
+        yield
+    except DataError as err:  # names its path already
+        raise UserError(one_line(err)) from err
+    except (InstantiationException, ValueError, TypeError, FileNotFoundError) as err:
+        cause = err.__cause__ if isinstance(err, InstantiationException) else err
+        if isinstance(cause, DataError):
+            raise UserError(one_line(cause)) from err
+        raise UserError(f"{what}: {one_line(err)}") from err

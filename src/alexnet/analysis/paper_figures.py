@@ -39,8 +39,7 @@ from alexnet.analysis.conv1_kernels import (
 )
 from alexnet.analysis.fig1_report import FIG1_ARMS, FIG1_TARGET, fig1_result
 from alexnet.analysis.study import Run, StudyError, epochs_to_error, load_study, read_runs
-from alexnet.exits import UserError
-from alexnet.jobs.build import building
+from alexnet.exits import UserError, building
 from alexnet.names import TRAIN_TOP1
 from alexnet.training.checkpoints import dataset_config, load_checkpoint
 from alexnet.training.module import CONFIG_KEY

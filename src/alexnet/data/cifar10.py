@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from alexnet.data.prepared import DataError
 from alexnet.data.registry import SOURCES
 from alexnet.data.sources import check_root, hold_out
+from alexnet.exits import DataError
 
 IMAGE_SIZE = 32
 FOLDER = "cifar-10-batches-py"

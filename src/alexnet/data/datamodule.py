@@ -25,11 +25,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from alexnet.data import prepared, registry, synthetic
-from alexnet.data.prepared import DataError
 from alexnet.data.presets import Preset
 from alexnet.data.resume import KeyedBatch, ResumableBatches, resume_position
 from alexnet.data.resume import geometry as keyed_geometry
 from alexnet.data.sampling import EpochOrder, GlobalBatchSampler, replica_of
+from alexnet.exits import DataError
 
 CROP_MODES = ("random", "center", "none")
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from alexnet.data import cifar10, prepared, registry, sources, writer
 from alexnet.data.images import ImageFiles
-from alexnet.data.prepared import DataError
+from alexnet.exits import DataError
 
 
 def plan(

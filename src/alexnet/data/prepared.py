@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from alexnet.exits import DataError
+
 FORMAT_NAME = "alexnet-prepared"
 # 2: labels of -1 mark undecodable source files; per-class counts by name.
 # 3: a test split where the source has one (a train/ + test/ tree no longer loses its test/),
@@ -47,10 +49,6 @@ STATS_FILE = "stats.json"
 MEAN_IMAGE_FILE = "mean_image.npy"
 SPLITS = ("train", "val", "test")
 REQUIRED_SPLITS = ("train", "val")  # test is optional: without it, test/* is measured on val
-
-
-class DataError(ValueError):
-    """A dataset on disk is missing, incomplete or not what the configuration expects."""
 
 
 def images_path(root: Path, split: str) -> Path:

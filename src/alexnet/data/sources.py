@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from alexnet.data.images import IMAGE_EXTENSIONS, is_image_file
-from alexnet.data.prepared import DataError
 from alexnet.data.registry import SOURCES
+from alexnet.exits import DataError
 
 WNID = re.compile(r"n\d{8}")
 VAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})")

@@ -27,7 +27,8 @@ import numpy as np
 from tqdm import tqdm
 
 from alexnet.data import prepared
-from alexnet.data.prepared import DataError, PixelSums
+from alexnet.data.prepared import PixelSums
+from alexnet.exits import DataError
 
 PLAN_FILE = "plan.json"
 PROGRESS_FILE = "progress.npz"

@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
-from alexnet.data.prepared import DataError
-from alexnet.exits import UserError, one_line
 from alexnet.training import parallel
 
 
@@ -35,20 +30,6 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback]) -> L.Train
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     return instantiate(cfg.trainer, callbacks=callbacks + extra_callbacks, logger=loggers or False)
-
-
-@contextmanager
-def building(what: str) -> Iterator[None]:
-    """The build phase: configuration and data errors become a UserError."""
-    try:
-        yield
-    except DataError as err:  # names its path already
-        raise UserError(one_line(err)) from err
-    except (InstantiationException, ValueError, TypeError, FileNotFoundError) as err:
-        cause = err.__cause__ if isinstance(err, InstantiationException) else err
-        if isinstance(cause, DataError):
-            raise UserError(one_line(cause)) from err
-        raise UserError(f"{what}: {one_line(err)}") from err
 
 
 def scale_lr(cfg: DictConfig) -> None:

@@ -18,8 +18,8 @@ from alexnet.analysis.claims import paper_comparison
 from alexnet.callbacks.history import MetricHistory
 from alexnet.callbacks.run_guard import RunGuard
 from alexnet.callbacks.throughput import ImageThroughput
-from alexnet.exits import Interrupted, UserError
-from alexnet.jobs.build import build_data, build_trainer, building, scale_lr
+from alexnet.exits import Interrupted, UserError, building
+from alexnet.jobs.build import build_data, build_trainer, scale_lr
 from alexnet.jobs.checks import check_parallel, completed_summary, config_problems
 from alexnet.jobs.resume import check_resume_layout, resume_path
 from alexnet.names import BASELINE_ARM

@@ -35,9 +35,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .lrn import LocalResponseNorm, check_lrn_convention
+from .activations import activation as activation_module
+from .activations import check_activation
+from .lrn import check_lrn_convention, lrn_or_identity
 
-ACTIVATIONS: tuple[str, ...] = ("relu", "tanh")
 POOLINGS: tuple[str, ...] = ("overlapping", "plain")
 INITS: tuple[str, ...] = ("paper", "default", "kaiming")
 COLUMNS: tuple[int, ...] = (1, 2)
@@ -163,11 +164,6 @@ def _dropout(p: float, mode: str) -> nn.Module:
     return PaperDropout(p) if mode == "paper" else nn.Dropout(p)
 
 
-def _activation(name: str) -> nn.Module:
-    # Sec. 3.1: ReLU (non-saturating) versus the saturating tanh it replaced.
-    return nn.ReLU() if name == "relu" else nn.Tanh()
-
-
 class AlexNet(nn.Module):
     """The paper's ImageNet network (Sec. 3), with every ablation of the paper as a switch.
 
@@ -239,8 +235,7 @@ class AlexNet(nn.Module):
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         if columns not in COLUMNS:
             raise ValueError(f"columns must be one of {COLUMNS}, got {columns!r}")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        check_activation(activation)
         check_lrn_convention(lrn_convention)
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -270,22 +265,18 @@ class AlexNet(nn.Module):
         g = columns  # conv2, conv4 and conv5 see only their own column (Sec. 3.5)
 
         def norm() -> nn.Module:
-            if not lrn:
-                return nn.Identity()
-            return LocalResponseNorm(
-                lrn_size, lrn_alpha, lrn_beta, lrn_k, convention=lrn_convention, groups=g,
-                impl=lrn_impl,
-            )
+            return lrn_or_identity(lrn, lrn_size, lrn_alpha, lrn_beta, lrn_k,
+                                   convention=lrn_convention, groups=g, impl=lrn_impl)
 
         pool_kernel, pool_stride = POOL_GEOMETRY[pooling]
 
         # Column-wise layers. conv1 sees the whole image in both columns: groups=1.
         self.conv1 = nn.Conv2d(3, c1, kernel_size=11, stride=4)
-        self.act1 = _activation(activation)
+        self.act1 = activation_module(activation)
         self.norm1 = norm()
         self.pool1 = nn.MaxPool2d(pool_kernel, pool_stride)
         self.conv2 = nn.Conv2d(c1, c2, kernel_size=5, padding=2, groups=g)
-        self.act2 = _activation(activation)
+        self.act2 = activation_module(activation)
         self.norm2 = norm()
         self.pool2 = nn.MaxPool2d(pool_kernel, pool_stride)
         # conv3 is the one conv layer whose kernels see both columns (groups=1).
@@ -293,24 +284,24 @@ class AlexNet(nn.Module):
         self.act3: nn.Module | None = None
         if remove_conv != 3:
             self.conv3 = nn.Conv2d(c2, c3, kernel_size=3, padding=1)
-            self.act3 = _activation(activation)
+            self.act3 = activation_module(activation)
         self.conv4: nn.Conv2d | None = None
         self.act4: nn.Module | None = None
         if remove_conv != 4:
             c4_in = c2 if remove_conv == 3 else c3
             self.conv4 = nn.Conv2d(c4_in, c4, kernel_size=3, padding=1, groups=g)
-            self.act4 = _activation(activation)
+            self.act4 = activation_module(activation)
         c5_in = c3 if remove_conv == 4 else c4
         self.conv5 = nn.Conv2d(c5_in, c5, kernel_size=3, padding=1, groups=g)
-        self.act5 = _activation(activation)
+        self.act5 = activation_module(activation)
         self.pool5 = nn.MaxPool2d(pool_kernel, pool_stride)
 
         # Fully connected layers see all of the previous layer (Sec. 3.5).
         self.fc6 = nn.Linear(c5 * sizes[-1] ** 2, HIDDEN_FC)
-        self.act6 = _activation(activation)
+        self.act6 = activation_module(activation)
         self.drop6 = _dropout(dropout, dropout_mode)
         self.fc7 = nn.Linear(HIDDEN_FC, HIDDEN_FC)
-        self.act7 = _activation(activation)
+        self.act7 = activation_module(activation)
         self.drop7 = _dropout(dropout, dropout_mode)
         self.fc8 = nn.Linear(HIDDEN_FC, num_classes)
 

@@ -20,12 +20,14 @@ Pools use ceil mode, as cuda-convnet sizes its pooling outputs (32 -> 16, not 15
 hangs over the edge averages only the pixels inside the image.
 """
 import math
+from functools import partial
 
 from torch import Tensor, nn
 
-from .lrn import LocalResponseNorm, check_lrn_convention
+from .activations import activation as activation_module
+from .activations import check_activation
+from .lrn import check_lrn_convention, lrn_or_identity
 
-ACTIVATIONS: tuple[str, ...] = ("relu", "tanh")
 INITS: tuple[str, ...] = ("default", "paper")
 CONV_CHANNELS: tuple[int, int, int] = (32, 32, 64)
 POOL_KERNEL, POOL_STRIDE = 3, 2
@@ -96,8 +98,7 @@ class Cifar18pct(nn.Module):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        check_activation(activation)
         check_lrn_convention(lrn_convention)
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
@@ -107,13 +108,8 @@ class Cifar18pct(nn.Module):
         self.crop_size = crop_size
         c1, c2, c3 = CONV_CHANNELS
 
-        def act() -> nn.Module:
-            return nn.ReLU() if activation == "relu" else nn.Tanh()
-
-        def norm() -> nn.Module:
-            if not lrn:
-                return nn.Identity()
-            return LocalResponseNorm(lrn_size, lrn_alpha, lrn_beta, lrn_k, lrn_convention)
+        act = partial(activation_module, activation)  # each call a new module
+        norm = partial(lrn_or_identity, lrn, lrn_size, lrn_alpha, lrn_beta, lrn_k, lrn_convention)
 
         self.conv1 = nn.Conv2d(3, c1, kernel_size=5, padding=2)
         self.act1 = act()

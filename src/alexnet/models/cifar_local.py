@@ -53,13 +53,15 @@ Details taken from cuda-convnet (v1) rather than the layer files:
 """
 
 from collections.abc import Mapping
+from functools import partial
 
 from torch import Tensor, nn
 
+from .activations import activation as activation_module
+from .activations import check_activation
 from .locally_connected import LocallyConnected2d
-from .lrn import LocalResponseNorm, check_lrn_convention
+from .lrn import check_lrn_convention, lrn_or_identity
 
-ACTIVATIONS: tuple[str, ...] = ("relu", "tanh")
 INITS: tuple[str, ...] = ("cuda_convnet", "default")
 LAYERS: tuple[str, ...] = ("conv1", "conv2", "local3", "local4", "fc10")
 # initW of each layer, in both layer files.
@@ -141,8 +143,7 @@ class CifarLocalNet(nn.Module):
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         if local3_filters < 1:
             raise ValueError(f"local3_filters must be >= 1, got {local3_filters}")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        check_activation(activation)
         check_lrn_convention(lrn_convention)
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
@@ -159,13 +160,8 @@ class CifarLocalNet(nn.Module):
         self.weight_decay = {name: float(decay[name]) for name in LAYERS}
         self.bias_lr_mult = float(bias_lr_mult)
 
-        def act() -> nn.Module:
-            return nn.ReLU() if activation == "relu" else nn.Tanh()
-
-        def norm() -> nn.Module:
-            if not lrn:
-                return nn.Identity()
-            return LocalResponseNorm(lrn_size, lrn_alpha, lrn_beta, lrn_k, lrn_convention)
+        act = partial(activation_module, activation)  # each call a new module
+        norm = partial(lrn_or_identity, lrn, lrn_size, lrn_alpha, lrn_beta, lrn_k, lrn_convention)
 
         self.conv1 = nn.Conv2d(3, CONV_FILTERS, kernel_size=5, padding=2)
         self.act1 = act()

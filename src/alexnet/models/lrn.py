@@ -38,6 +38,8 @@ reuses the forward's denominator and output. The tests hold it to the paper's fo
 and gradients.
 """
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -225,3 +227,9 @@ __all__ = [
     "check_lrn_convention",
     "fast_local_response_norm",
 ]
+
+
+def lrn_or_identity(enabled: bool, *args: Any, **kwargs: Any) -> nn.Module:
+    """``LocalResponseNorm(*args, **kwargs)``, or an identity where the net is built without
+    normalisation (Sec. 3.3's ablation, ``model.lrn=false``)."""
+    return LocalResponseNorm(*args, **kwargs) if enabled else nn.Identity()
