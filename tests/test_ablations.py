@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, compose_config
+from helpers import ABLATIONS, TINY, compose_config, compose_train, run_entry_point
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from test_cli import ABLATIONS
 from torch import nn
 
 from alexnet.analysis.claims import load_claims
@@ -40,15 +39,11 @@ def _flat(cfg: DictConfig) -> dict[str, object]:
     return flat
 
 
-def _compose(tmp_path: Path, *overrides: str) -> DictConfig:
-    return compose_config("train", list(overrides), tmp_path, tmp_path)
-
-
 @pytest.mark.parametrize("name", ABLATIONS)
 def test_ablation_changes_exactly_what_it_declares(name: str, tmp_path: Path) -> None:
     baseline = BASELINES.get(name, [])
-    base = _flat(_compose(tmp_path, *baseline))
-    ablated_cfg = _compose(tmp_path, *baseline, f"+ablation={name}")
+    base = _flat(compose_train(tmp_path, *baseline))
+    ablated_cfg = compose_train(tmp_path, *baseline, f"+ablation={name}")
     ablated = _flat(ablated_cfg)
     declared = set(ablated_cfg.ablations[name].changes)
     changed = {
@@ -60,7 +55,7 @@ def test_ablation_changes_exactly_what_it_declares(name: str, tmp_path: Path) ->
 
 @pytest.mark.parametrize("name", ABLATIONS)
 def test_ablation_names_a_claim_of_the_paper(name: str, tmp_path: Path) -> None:
-    entry = _compose(tmp_path, f"+ablation={name}").ablations[name]
+    entry = compose_train(tmp_path, f"+ablation={name}").ablations[name]
     if entry.claim is None:  # an implementation variant, not a claim of the paper
         assert name in LRN_VARIANTS
     else:
@@ -69,7 +64,7 @@ def test_ablation_names_a_claim_of_the_paper(name: str, tmp_path: Path) -> None:
 
 
 def _net(tmp_path: Path, *overrides: str) -> nn.Module:
-    cfg = _compose(tmp_path, *overrides)
+    cfg = compose_train(tmp_path, *overrides)
     return instantiate(cfg.model, num_classes=10)
 
 
@@ -136,13 +131,13 @@ def test_modules_lrn_variants(name: str, convention: str, k: float, tmp_path: Pa
 
 
 def test_optimizer_no_weight_decay(tmp_path: Path) -> None:
-    cfg = _compose(tmp_path, "+ablation=no_weight_decay")
+    cfg = compose_train(tmp_path, "+ablation=no_weight_decay")
     optimizer = instantiate(cfg.optimizer)([torch.zeros(1, requires_grad=True)])
     assert optimizer.param_groups[0]["weight_decay"] == 0.0
 
 
 def test_data_switches(tmp_path: Path) -> None:
-    cfg = _compose(tmp_path, "+ablation=[no_pca_jitter,no_crop_flip]")
+    cfg = compose_train(tmp_path, "+ablation=[no_pca_jitter,no_crop_flip]")
     assert (cfg.data.pca_jitter, cfg.data.crop, cfg.data.flip) == (False, False, False)
 
 
@@ -166,14 +161,12 @@ def test_ablation_trains(ablation: str, tmp_path: Path, data_dir: Path) -> None:
     [("no_lrn", "lrn_authors"), ("lrn_caffe", "no_lrn"), ("lrn_authors", "lrn_caffe")],
 )
 def test_contradictory_ablations_are_refused(pair: tuple[str, str], tmp_path: Path) -> None:
-    cfg = _compose(tmp_path, f"+ablation=[{pair[0]},{pair[1]}]")
+    cfg = compose_train(tmp_path, f"+ablation=[{pair[0]},{pair[1]}]")
     with pytest.raises(ValueError, match="contradict"):
         applied_ablations(cfg)
 
 
 def test_contradiction_from_the_command_line(tmp_path: Path, data_dir: Path) -> None:
-    from conftest import run_entry_point
-
     result = run_entry_point(
         "train.py", [*TINY, "+ablation=[no_lrn,lrn_authors]"], tmp_path, data_dir
     )

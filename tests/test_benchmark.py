@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT
+from helpers import ROOT
 
 from alexnet.benchmarks.training_speed import autocast_dtype, stock_net
 from alexnet.models import AlexNet

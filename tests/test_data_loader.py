@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config
+from helpers import class_colour, compose_config, write_image
 from PIL import Image
-from test_data_sources import class_colour, write_image
 
 from alexnet.data import preparation as preparing
 from alexnet.data import prepared, synthetic, writer

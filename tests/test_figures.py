@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
+from helpers import ROOT, load_script
 from PIL import Image
 
 from alexnet.analysis.conv1_kernels import (
@@ -33,9 +32,7 @@ from alexnet.analysis.study import epochs_to_error, load_study
 from alexnet.exits import UserError
 from alexnet.models import AlexNet
 
-_spec = importlib.util.spec_from_file_location("figures_cli", ROOT / "src" / "figures.py")
-cli = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cli)
+cli = load_script(ROOT / "src" / "figures.py", "figures_cli")
 
 
 def _grey_and_colour(count: int = 48, size: int = 11) -> torch.Tensor:

@@ -16,7 +16,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from conftest import CONF, ROOT, TINY, compose_config
+from helpers import CONF, ROOT, TINY, compose_config
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import Tensor, nn
@@ -362,7 +362,6 @@ def test_files_named_in_the_configs_exist() -> None:
 def test_the_configs_name_the_metrics_the_module_logs() -> None:
     """conf/ spells VAL_TOP1 where it monitors it: alexnet.names is the one definition."""
     import yaml
-    from conftest import CONF
 
     from alexnet.names import VAL_TOP1
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, compose_config, find_summaries, run_entry_point
+from helpers import TINY, compose_config, find_summaries, run_entry_point
 
 from alexnet.jobs.train import train
 

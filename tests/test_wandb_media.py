@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import struct
 import time
@@ -13,8 +12,8 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import ROOT
 from google.protobuf.message import DecodeError
+from helpers import ROOT, load_script
 from PIL import Image
 
 from alexnet.analysis.conv1_kernels import column_scores, grid_layout
@@ -152,9 +151,7 @@ def test_report_logs_study_to_wandb(tiny_sweep: Path, tmp_path: Path,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "home"))
-    spec = importlib.util.spec_from_file_location("report_cli", ROOT / "ablations" / "report.py")
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+    report = load_script(ROOT / "ablations" / "report.py", "report_cli")
     assert report.main([str(tiny_sweep), "--wandb", "--wandb-dir", str(tmp_path / "wb")]) == 0
     run_dir = _offline_run(tmp_path / "wb")
     run = read_run(run_dir)
