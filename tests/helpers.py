@@ -15,9 +15,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 from PIL import Image
@@ -232,3 +234,44 @@ def fake_fig1_run(root: Path, arm: str, lr: float, seed: int, train_errors: list
         },
     }
     (out / "summary.json").write_text(json.dumps(summary))
+
+
+# -- a run's results, measured again by hand ----------------------------------------------------
+def train_keeping_the_run(cfg: DictConfig) -> tuple[dict[str, Any], Any]:
+    """``train(cfg)``'s summary, and the run it built (network, data module, trainer), so that a
+    test can measure the trained network again."""
+    import alexnet.jobs.train as train_job
+
+    kept: list[Any] = []
+    build = train_job.build
+
+    def keep(*args: Any, **kwargs: Any) -> Any:
+        kept.append(build(*args, **kwargs))
+        return kept[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_job, "build", keep)
+        summary = train_job.train(cfg)
+    (run,) = kept
+    return summary, run
+
+
+def errors_by_hand(net: nn.Module, datamodule: Any, split: str,
+                   count: int | None = None) -> tuple[float, float]:
+    """The top-1 and top-5 errors of ``net`` on the first ``count`` images (all by default) of
+    the data module's ``val`` or ``test`` set, as its presets give them to the network (with
+    ``ten_crop``: the softmax averaged over the ten patches), counted without the module's
+    metrics: a label's rank is 1 + the number of classes scored above it."""
+    dataset, preset = {"val": (datamodule.val_set, datamodule.eval_preset),
+                       "test": (datamodule.test_set, datamodule.test_preset)}[split]
+    rows = list(range(len(dataset) if count is None else min(count, len(dataset))))
+    x, y = datamodule.network_input(dataset.__getitems__(rows), preset)
+    net.eval()
+    with torch.no_grad():
+        if x.ndim == 5:  # (images, patches, C, H, W)
+            scores = torch.softmax(net(x.flatten(0, 1)), 1).view(len(rows), x.shape[1], -1)
+            scores = scores.mean(1)
+        else:
+            scores = net(x)
+    ranks = 1 + (scores > scores.gather(1, y[:, None].long())).sum(1)
+    return (ranks > 1).double().mean().item(), (ranks > 5).double().mean().item()
