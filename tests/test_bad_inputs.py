@@ -10,7 +10,6 @@ the one that Hydra itself meets first (an unwritable log directory), which runs 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -23,7 +22,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, TINY, compose_config
+from helpers import (
+    PREP,
+    ROOT,
+    TINY,
+    compose_config,
+    prepare_main,
+    prepared_copy,
+    write_image_classes,
+)
 from omegaconf import OmegaConf
 
 from alexnet.exits import reports_user_errors
@@ -65,32 +72,6 @@ def _save(path: Path, obj: object) -> None:
     torch.save(obj, path)
 
 
-def _prepared_copy(tmp: Path, data_dir: Path) -> Path:
-    """A copy of the tiny built-in dataset's prepared directory (drawn by the session)."""
-    cfg = compose_config("train", TINY, tmp / "x", data_dir)
-    source = Path(cfg.data.prepared_dir)
-    if not source.is_dir():
-        from hydra.utils import instantiate
-
-        instantiate(cfg.data).prepare_data()
-    target = tmp / "prepared"
-    target.mkdir()
-    for item in source.iterdir():
-        (target / item.name).write_bytes(item.read_bytes())
-    return target
-
-
-def _images(tmp: Path, classes: dict[str, int]) -> None:
-    from PIL import Image
-
-    for name, count in classes.items():
-        folder = tmp / "images" / name
-        folder.mkdir(parents=True)
-        for k in range(count):
-            Image.new("RGB", (40, 30), (k * 40, 90, 200)).save(folder / f"{k}.jpg")
-
-
-PREP = ["data.image_size=80", "data.crop_size=67"]
 CASES = [
     # -- the command line and the configs ------------------------------------------------------
     Case("negative_lr", "train", ["optimizer.lr=-0.1"],
@@ -170,7 +151,7 @@ CASES = [
          "length is greater than file size); to prepare it: python src/prepare.py data=imagefolder "
          f"data.root={EXAMPLE_ROOT} data.image_size=80 data.val_fraction=0.1 "
          "data.test_fraction=0.1 data.prepared_dir={tmp}/prepared force=true", 2,
-         setup=lambda tmp, d: os.truncate(_prepared_copy(tmp, d) / "train_images.npy", 1000)),
+         setup=lambda tmp, d: os.truncate(prepared_copy(tmp, d) / "train_images.npy", 1000)),
     Case("prepared_missing", "train",
          ["data=imagefolder", *PREP, "data.prepared_dir={tmp}/prepared"],
          "error: prepared dataset not found: {tmp}/prepared does not exist; to prepare it: "
@@ -181,21 +162,21 @@ CASES = [
          "error: prepared dataset not found: {tmp}/prepared does not exist; to prepare it: "
          f"python src/prepare.py data=imagefolder data.root={EXAMPLE_ROOT} data.image_size=80 "
          "data.val_fraction=0.1 data.test_fraction=0.1 data.prepared_dir={tmp}/prepared", 2,
-         setup=lambda tmp, d: _prepared_copy(tmp, d).rename(tmp / "prepared.partial")),
+         setup=lambda tmp, d: prepared_copy(tmp, d).rename(tmp / "prepared.partial")),
     Case("prepared_without_stats", "train",
          ["data=imagefolder", *PREP, "data.prepared_dir={tmp}/prepared"],
          "error: {tmp}/prepared is not a prepared dataset: stats.json is missing; to prepare "
          f"it: python src/prepare.py data=imagefolder data.root={EXAMPLE_ROOT} "
          "data.image_size=80 data.val_fraction=0.1 data.test_fraction=0.1 "
          "data.prepared_dir={tmp}/prepared", 2,
-         setup=lambda tmp, d: (_prepared_copy(tmp, d) / "stats.json").unlink()),
+         setup=lambda tmp, d: (prepared_copy(tmp, d) / "stats.json").unlink()),
     Case("prepared_corrupt_stats", "train",
          ["data=imagefolder", *PREP, "data.prepared_dir={tmp}/prepared"],
          "error: {tmp}/prepared/stats.json is unreadable: Expecting property name enclosed in "
          "double quotes: line 1 column 2 (char 1); to prepare it: python src/prepare.py "
          f"data=imagefolder data.root={EXAMPLE_ROOT} data.image_size=80 data.val_fraction=0.1 "
          "data.test_fraction=0.1 data.prepared_dir={tmp}/prepared force=true", 2,
-         setup=lambda tmp, d: (_prepared_copy(tmp, d) / "stats.json").write_text("{oops")),
+         setup=lambda tmp, d: (prepared_copy(tmp, d) / "stats.json").write_text("{oops")),
     Case("prepared_other_image_size", "train",
          ["data=imagefolder", "data.image_size=96", "data.crop_size=67",
           "data.prepared_dir={tmp}/prepared"],
@@ -203,7 +184,7 @@ CASES = [
          "prepare it again or set data.image_size=80; to prepare it: python src/prepare.py "
          f"data=imagefolder data.root={EXAMPLE_ROOT} data.image_size=96 data.val_fraction=0.1 "
          "data.test_fraction=0.1 data.prepared_dir={tmp}/prepared force=true", 2,
-         setup=lambda tmp, d: _prepared_copy(tmp, d)),
+         setup=lambda tmp, d: prepared_copy(tmp, d)),
     # -- image files ---------------------------------------------------------------------------
     Case("images_root_missing", "prepare",
          ["data=imagefolder", "data.root={tmp}/nowhere", "data.prepared_dir={tmp}/prepared"],
@@ -212,7 +193,8 @@ CASES = [
          ["data=imagefolder", "data.root={tmp}/images", "data.prepared_dir={tmp}/prepared"],
          "error: class folder {tmp}/images/dog is empty: expected image files (.jpg, .jpeg, "
          ".png, .ppm, .bmp, .pgm, .tif, .tiff, .webp)", 2,
-         setup=lambda tmp, d: (_images(tmp, {"cat": 3}), (tmp / "images" / "dog").mkdir())),
+         setup=lambda tmp, d: (write_image_classes(tmp, {"cat": 3}),
+                               (tmp / "images" / "dog").mkdir())),
     # -- signals and numbers: real signals to this process, real divergence --------------------
     Case("sigterm_mid_epoch", "train", ["test=false"],
          "interrupted at epoch 0 step 3 -> {out}; resume with: python src/train.py "
@@ -238,13 +220,6 @@ CASES = [
 ]
 
 
-def _prepare_main() -> Callable:
-    spec = importlib.util.spec_from_file_location("prepare_entry", ROOT / "src" / "prepare.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main.__wrapped__  # the function under @hydra.main: reports_user_errors(...)
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input(case: Case, tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture,
                    monkeypatch: pytest.MonkeyPatch) -> None:
@@ -261,7 +236,7 @@ def test_bad_input(case: Case, tmp_path: Path, data_dir: Path, capsys: pytest.Ca
         base = [a for a in TINY if not a.startswith(("data.train_per", "data.val_per"))]
     cfg = compose_config(config, [*base, f"paths.log_dir={tmp}/logs", *args], out, data_dir)
     run = {"train": reports_user_errors(train), "eval": reports_user_errors(evaluate),
-           "prepare": _prepare_main()}[case.entry]
+           "prepare": prepare_main()}[case.entry]
     with pytest.raises(SystemExit) as stopped:
         run(cfg)
     captured = capsys.readouterr()

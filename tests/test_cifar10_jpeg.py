@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, run_entry_point
+from helpers import ROOT, run_entry_point
 
 from alexnet.data import sources
 

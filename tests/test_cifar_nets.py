@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import CONF, compose_config, run_entry_point
+from helpers import CONF, compose_config, compose_train, n_params, run_entry_point
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from torch import Tensor, nn
@@ -27,10 +27,6 @@ from alexnet.models import (
 )
 from alexnet.models.cifar_local import INIT_STD, LAYERS
 from alexnet.training.optim import paper_sgd
-
-
-def n_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 def output_shapes(model: nn.Module, x: Tensor, names: list[str]) -> tuple[Tensor, dict]:
@@ -402,13 +398,9 @@ def test_updates_are_cuda_convnets() -> None:
 # --- configs and recipes --------------------------------------------------------------------------
 
 
-def _compose(tmp_path: Path, *overrides: str):
-    return compose_config("train", list(overrides), tmp_path, tmp_path)
-
-
 def test_model_configs_build_the_files_nets(tmp_path: Path) -> None:
     for name, make in (("cifar_11pct", net_11pct), ("cifar_13pct", net_13pct)):
-        cfg = _compose(tmp_path, "experiment=none", "data=cifar10", f"model={name}")
+        cfg = compose_train(tmp_path, "experiment=none", "data=cifar10", f"model={name}")
         net = instantiate(cfg.model, num_classes=10)
         reference = make()
         assert type(net) is CifarLocalNet
@@ -420,14 +412,14 @@ def test_model_configs_build_the_files_nets(tmp_path: Path) -> None:
 
 
 def test_no_lrn_and_tanh_ablations_on_the_11pct_net(tmp_path: Path) -> None:
-    base = _compose(tmp_path, "experiment=cifar10_11pct")
-    no_lrn = _compose(tmp_path, "experiment=cifar10_11pct", "+ablation=no_lrn")
+    base = compose_train(tmp_path, "experiment=cifar10_11pct")
+    no_lrn = compose_train(tmp_path, "experiment=cifar10_11pct", "+ablation=no_lrn")
     assert no_lrn.model.lrn is False and base.model.lrn is True
     net = instantiate(no_lrn.model, num_classes=10)
     assert not any(isinstance(m, LocalResponseNorm) for m in net.modules())
     # Only the normalisation goes: local3 keeps the 11pct file's 64 filters.
     assert net.local3.out_channels == 64 and n_params(net) == 2_112_970
-    tanh = instantiate(_compose(tmp_path, "experiment=cifar10_11pct", "+ablation=tanh").model,
+    tanh = instantiate(compose_train(tmp_path, "experiment=cifar10_11pct", "+ablation=tanh").model,
                        num_classes=10)
     assert sum(isinstance(m, nn.Tanh) for m in tanh.modules()) == 4
 
@@ -447,7 +439,7 @@ def test_every_ablation_builds_or_names_the_missing_switch(ablation: str, tmp_pa
     middle conv) stops at instantiation with the switch's name; the others build."""
     accepted = set(inspect.signature(CifarLocalNet).parameters)
     missing = _model_switches(ablation) - accepted
-    cfg = _compose(tmp_path, "experiment=cifar10_11pct", f"+ablation={ablation}")
+    cfg = compose_train(tmp_path, "experiment=cifar10_11pct", f"+ablation={ablation}")
     if missing:
         with pytest.raises((InstantiationException, TypeError)) as err:
             instantiate(cfg.model, num_classes=10)
@@ -468,7 +460,7 @@ def test_an_alexnet_only_ablation_is_a_one_line_error(tmp_path: Path, data_dir: 
 
 def test_the_recipes_are_the_layer_params_files(tmp_path: Path) -> None:
     for name, model in (("cifar10_11pct", "cifar_11pct"), ("cifar10_13pct", "cifar_13pct")):
-        cfg = _compose(tmp_path, f"experiment={name}")
+        cfg = compose_train(tmp_path, f"experiment={name}")
         assert cfg.model._target_ == "alexnet.models.CifarLocalNet"
         assert cfg.data._target_.endswith("PreparedDataModule") and cfg.data.source == "cifar10"
         assert (cfg.data.image_size, cfg.data.crop_size, cfg.data.batch_size) == (32, 24, 128)
@@ -481,12 +473,12 @@ def test_the_recipes_are_the_layer_params_files(tmp_path: Path) -> None:
         assert (list(cfg.scheduler.milestones), cfg.scheduler.gamma) == ([500, 510], 0.1)
         assert cfg.trainer.max_epochs == 520
         assert model in cfg.tags
-    assert dict(_compose(tmp_path, "experiment=cifar10_13pct").model.weight_decay) == WC_13PCT
-    assert dict(_compose(tmp_path, "experiment=cifar10_11pct").model.weight_decay) == WC_11PCT
+    assert dict(compose_train(tmp_path, "experiment=cifar10_13pct").model.weight_decay) == WC_13PCT
+    assert dict(compose_train(tmp_path, "experiment=cifar10_11pct").model.weight_decay) == WC_11PCT
 
 
 def test_the_schedule_lowers_the_rates_as_the_file(tmp_path: Path) -> None:
-    cfg = _compose(tmp_path, "experiment=cifar10_11pct")
+    cfg = compose_train(tmp_path, "experiment=cifar10_11pct")
     optimizer = instantiate(cfg.optimizer)(net_11pct(crop_size=6))
     scheduler = instantiate(cfg.scheduler)(optimizer)
     rates = []

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CONF, compose_config
+from helpers import CONF, compose_config
 
 from alexnet.analysis.claims import load_claims, load_headline, paper_comparison
 

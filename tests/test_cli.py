@@ -6,11 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import CONF, TINY, compose_config, find_summaries, run_entry_point
+from helpers import ABLATIONS, CONF, TINY, compose_config, find_summaries, run_entry_point
 from omegaconf import OmegaConf
 
-# Every ablation; `none` is the baseline arm of a study (no ablation), tested in test_study.py.
-ABLATIONS = sorted(p.stem for p in (CONF / "ablation").glob("*.yaml") if p.stem != "none")
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 

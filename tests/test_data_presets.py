@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import CONF, compose_config
+from helpers import CONF, compose_config
 
 from alexnet.data.presets import (
     PCA_CONVENTIONS,

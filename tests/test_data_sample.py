@@ -9,13 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SAMPLE, write_devkit, write_loc_solution
 from PIL import Image
-from test_data_sources import write_devkit, write_loc_solution
 
 from alexnet.data import preparation as preparing
 from alexnet.data import prepared, writer
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
 SIZE = 48
 
 pytestmark = pytest.mark.skipif(not SAMPLE.is_dir(), reason=f"{SAMPLE} is absent")

@@ -2,71 +2,28 @@
 
 from __future__ import annotations
 
-import csv
 import pickle
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from helpers import (
+    CONF,
+    WNIDS,
+    cifar_batch,
+    class_colour,
+    make_imagenet,
+    write_cifar10,
+    write_devkit,
+    write_image,
+    write_loc_solution,
+)
 
 from alexnet.data import cifar10, sources, writer
 from alexnet.data import preparation as preparing
 from alexnet.data.prepared import open_split
 from alexnet.exits import DataError
-
-WNIDS = ["n01440764", "n01443537", "n01484850"]
-
-
-def write_image(path: Path, colour: tuple[int, int, int] = (200, 60, 20),
-                size: tuple[int, int] = (40, 30), fmt: str = "JPEG") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", size, colour).save(path, format=fmt)
-    return path
-
-
-def class_colour(label: int) -> tuple[int, int, int]:
-    return (40 + 80 * label, 128, 200 - 60 * label)
-
-
-def make_imagenet(root: Path, *, val: str = "folders", per_class: int = 2,
-                  wnids: list[str] = WNIDS) -> list[str]:
-    """train/<wnid>/ and val/ (class folders or flat); returns the wnid of each flat val image
-    ILSVRC2012_val_00000001.JPEG, ... in order."""
-    for label, wnid in enumerate(wnids):
-        for i in range(per_class):
-            write_image(root / "train" / wnid / f"{wnid}_{i}.JPEG", class_colour(label))
-    # Val images in an order that is not the class order, as in ILSVRC-2012.
-    truth = [wnids[(2 * i + 1) % len(wnids)] for i in range(per_class * len(wnids))]
-    for number, wnid in enumerate(truth, start=1):
-        name = f"ILSVRC2012_val_{number:08d}.JPEG"
-        folder = root / "val" / wnid if val == "folders" else root / "val"
-        write_image(folder / name, class_colour(wnids.index(wnid)))
-    return truth
-
-
-def write_loc_solution(path: Path, truth: list[str]) -> None:
-    rows = [(f"ILSVRC2012_val_{n:08d}", f"{w} 10 20 30 40 {w} 1 2 3 4")
-            for n, w in enumerate(truth, start=1)]
-    with open(path, "w", newline="") as f:
-        writer_ = csv.writer(f)
-        writer_.writerow(["ImageId", "PredictionString"])
-        writer_.writerows(reversed(rows))  # Kaggle's file is not in image order
-
-
-def write_devkit(folder: Path, truth: list[str], wnids: list[str] = WNIDS) -> None:
-    """The devkit's ground truth (ILSVRC2012_IDs) and meta.mat (ID -> wnid), with IDs that are
-    not in wnid order, as in the real devkit."""
-    savemat = pytest.importorskip("scipy.io").savemat
-    ids = {w: len(wnids) - i for i, w in enumerate(wnids)}
-    data = folder / "data"
-    data.mkdir(parents=True)
-    (data / "ILSVRC2012_validation_ground_truth.txt").write_text(
-        "".join(f"{ids[w]}\n" for w in truth))
-    dtype = [("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O"), ("num_children", "O")]
-    synsets = [(ids[w], w, f"words of {w}", 0) for w in wnids] + [(99, "n00001740", "entity", 3)]
-    savemat(data / "meta.mat", {"synsets": np.array(synsets, dtype=dtype)})
 
 
 def labels_of(listing: sources.Listing, split: str) -> list[str]:
@@ -204,30 +161,6 @@ def test_test_folder_with_other_classes_or_without_train(tmp_path: Path) -> None
 
 
 # -- CIFAR-10 -------------------------------------------------------------------------------------
-
-
-def cifar_batch(count: int, seed: int) -> dict:
-    rng = np.random.default_rng(seed)
-    return {
-        b"batch_label": b"batch",
-        b"labels": [int(y) for y in rng.integers(0, 10, count)],
-        b"data": rng.integers(0, 256, (count, 3072), dtype=np.uint8),
-        b"filenames": [f"img_{i}.png".encode() for i in range(count)],
-    }
-
-
-def write_cifar10(folder: Path, per_batch: int = 6) -> dict[str, dict]:
-    """A small copy in the standard format: pickled dicts with bytes keys, rows of 3072 bytes
-    (the red plane, then green, then blue)."""
-    folder.mkdir(parents=True)
-    batches = {}
-    for i, name in enumerate([*cifar10.BATCHES["train"], *cifar10.BATCHES["test"]]):
-        batches[name] = cifar_batch(per_batch, i)
-        (folder / name).write_bytes(pickle.dumps(batches[name], protocol=2))
-    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse",
-             b"ship", b"truck"]
-    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": names}, protocol=2))
-    return batches
 
 
 @pytest.mark.parametrize("packed", [False, True])
@@ -385,7 +318,6 @@ def test_the_registry_and_the_data_configs_agree() -> None:
     the built-in data, the config named after a source has its image size, and the held-out
     fractions a config offers are the ones that apply to its source."""
     import yaml
-    from conftest import CONF
 
     from alexnet.data import registry
 

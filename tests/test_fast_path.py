@@ -122,7 +122,7 @@ def test_cpu_flags_reads_this_machine() -> None:
 
 
 def test_config_defaults_resolve(tmp_path, data_dir) -> None:
-    from conftest import compose_config
+    from helpers import compose_config
 
     cfg = compose_config("train", [], tmp_path, data_dir)
     expected = "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() \

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
+from helpers import ROOT, load_script
 from PIL import Image
 
 from alexnet.analysis.conv1_kernels import (
@@ -33,9 +32,7 @@ from alexnet.analysis.study import epochs_to_error, load_study
 from alexnet.exits import UserError
 from alexnet.models import AlexNet
 
-_spec = importlib.util.spec_from_file_location("figures_cli", ROOT / "src" / "figures.py")
-cli = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cli)
+cli = load_script(ROOT / "src" / "figures.py", "figures_cli")
 
 
 def _grey_and_colour(count: int = 48, size: int = 11) -> torch.Tensor:
@@ -70,7 +67,7 @@ def test_colour_specificity_known_answers() -> None:
 def test_display_scaling_is_per_kernel_as_shownet() -> None:
     kernels = _grey_and_colour(2)
     scaled = display_scale(torch.cat([kernels, 10 * kernels]))
-    assert 0.0 <= float(scaled.min()) and float(scaled.max()) <= 1.0
+    assert float(scaled.min()) == 0.0 and float(scaled.max()) == 1.0  # the whole range is used
     assert torch.allclose(scaled[:4], scaled[4:], atol=1e-6)  # each kernel its own contrast
     plain = display_scale(torch.cat([kernels, 10 * kernels]), "global")
     assert not torch.allclose(plain[:4], plain[4:], atol=1e-3)
@@ -165,7 +162,11 @@ def test_fig4_neighbours_in_fc7_space(checkpoint: Path) -> None:
     assert result.image.shape == (4 + 2 * 84, 4 + 4 * 84 + 4, 3)
     val_pixels = np.load(Path(datamodule.root) / "val_images.npy")
     assert np.array_equal(result.image[4:84, 4:84], val_pixels[val.rows[0]])
-    assert result.train_searched == len(train) and 0.0 <= result.same_class <= 1.0
+    assert result.train_searched == len(train)
+    # Sec. 6.1's "same class": the share of the neighbours whose label is their query's.
+    same = [int(train[n][1]) == int(val[query][1])
+            for query, row in zip([0, 3], result.neighbours, strict=True) for n in row]
+    assert result.same_class == pytest.approx(sum(same) / len(same))
 
 
 def loaded_datamodule(loaded: Loaded) -> Any:
@@ -217,7 +218,8 @@ def test_foreign_checkpoint_and_net_without_fc7(tmp_path: Path) -> None:
 def test_fig1_of_a_sweep_uses_the_reports_measure(tiny_sweep: Path, tmp_path: Path) -> None:
     out = tmp_path / "fig1"
     assert cli.main(["fig1", str(tiny_sweep), "--out", str(out)]) == 0
-    assert Image.open(out / "fig1.png").size[0] > 0
+    assert {p.name for p in out.iterdir()} == {"fig1.png", "inputs.json", "measurements.json"}
+    assert Image.open(out / "fig1.png").size == (7 * 120, 4.5 * 120)  # 7 x 4.5 in at 120 dpi
     measured = json.loads((out / "measurements.json").read_text())
     assert {r["arm"] for r in measured["runs"]} == {"none", "tanh"}
     study = load_study(tiny_sweep)

@@ -18,7 +18,6 @@ except the config file's, which Hydra reads before any of the suite's code runs.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -32,11 +31,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, TINY, compose_config
+from helpers import (
+    PREP,
+    ROOT,
+    TINY,
+    compose_config,
+    fake_fig1_run,
+    load_script,
+    prepare_main,
+    prepared_copy,
+    write_cifar10,
+    write_image_classes,
+)
 from omegaconf import OmegaConf
-from test_bad_inputs import PREP, _images, _prepare_main, _prepared_copy
-from test_data_sources import write_cifar10
-from test_study import _fake_run
 
 from alexnet.exits import reports_user_errors
 from alexnet.jobs.evaluate import evaluate
@@ -103,17 +110,17 @@ def world(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     torch.save({"alexnet_config": OmegaConf.to_container(cfg, resolve=True),
                 "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
                 "optimizer_states": [], "loops": {}}, root / "ckpt" / "run.ckpt")
-    stats = json.loads((_prepared_copy(root, data_dir) / "stats.json").read_text())
+    stats = json.loads((prepared_copy(root, data_dir) / "stats.json").read_text())
     stats["source"] = {"kind": "imagefolder"}  # the built-in data's, as an image folder's
     (root / "prepared" / "stats.json").write_text(json.dumps(stats))
     for arm in ("none", "tanh"):
         for seed in (1, 2):
-            _fake_run(root / "study", arm, 0.01, seed, [0.8, 0.5, 0.3, 0.2])
+            fake_fig1_run(root / "study", arm, 0.01, seed, [0.8, 0.5, 0.3, 0.2])
     write_cifar10(root / "cifar" / "cifar-10-batches-py")
     (root / "cifar_tar").mkdir()
     with tarfile.open(root / "cifar_tar" / "cifar-10-python.tar.gz", "w:gz") as tar:
         tar.add(root / "cifar" / "cifar-10-batches-py", "cifar-10-batches-py")
-    _images(root, {"cat": 4, "dog": 4})  # root / "images"
+    write_image_classes(root, {"cat": 4, "dog": 4})  # root / "images"
     (root / "claims").mkdir()
     shutil.copy(ROOT / "ablations" / "claims.yaml", root / "claims" / "claims.yaml")
     foreign = root / "foreign"
@@ -135,15 +142,8 @@ def _hydra_entry(config: str, task: Callable, base: list[str]) -> Callable:
     return run
 
 
-def _script(path: Path) -> Callable:
-    spec = importlib.util.spec_from_file_location(f"entry_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
 def _argparse_entry(path: Path) -> Callable:
-    main = _script(path)
+    main = load_script(path).main
     return lambda tmp, data_dir, args: main(args)
 
 
@@ -169,7 +169,7 @@ def _entries() -> dict[str, Callable]:
         "eval": _hydra_entry("eval", reports_user_errors(evaluate), []),
         "resume": _hydra_entry("train", reports_user_errors(train), TINY),
         "train": _hydra_entry("train", reports_user_errors(train), IMAGES_BASE),
-        "prepare": _hydra_entry("prepare", _prepare_main(), ["progress=false", "workers=1"]),
+        "prepare": _hydra_entry("prepare", prepare_main(), ["progress=false", "workers=1"]),
         "figures": _argparse_entry(ROOT / "src" / "figures.py"),
         "report": _argparse_entry(ROOT / "ablations" / "report.py"),
         "load_study": _library(load_study, StudyError),
@@ -348,7 +348,7 @@ def test_an_image_that_cannot_be_decoded_is_skipped_and_named(
     cfg = compose_config("prepare", [f"paths.log_dir={tmp_path}/logs",
                                      *(a.format(tmp=tmp_path) for a in IMAGE_ARGS)],
                          tmp_path / "logs" / "run", data_dir)
-    _prepare_main()(cfg)  # completes
+    prepare_main()(cfg)  # completes
     captured = capsys.readouterr()
     assert (f"1 files could not be decoded and were skipped (listed under 'skipped' in "
             f"stats.json), e.g. {target}") in captured.out
@@ -368,7 +368,7 @@ def test_a_split_of_which_no_image_can_be_decoded(world: Path, tmp_path: Path, d
                                      *(a.format(tmp=tmp_path) for a in IMAGE_ARGS)],
                          tmp_path / "logs" / "run", data_dir)
     with pytest.raises(SystemExit) as stopped:
-        _prepare_main()(cfg)
+        prepare_main()(cfg)
     (line,) = capsys.readouterr().err.splitlines()
     assert stopped.value.code == 2
     assert line.startswith(f"error: {tmp_path}/images: none of the ")

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from helpers import n_params
 from torch import nn
 
 from alexnet.models import (
@@ -20,10 +21,6 @@ from alexnet.models.alexnet import (
 # The smallest crop that still leaves a 1x1 map after pool5: fc6 then has 256 inputs instead of
 # 9216, which makes real (non-meta) nets cheap to build when the crop is irrelevant to the test.
 SMALL_CROP = 67
-
-
-def n_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 def meta(**kwargs) -> AlexNet:

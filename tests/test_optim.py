@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config
+from helpers import compose_config
 from hydra.utils import instantiate
 
 from alexnet.training.optim import (

@@ -20,7 +20,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import ROOT, TINY, compose_config, run_entry_point
+from helpers import ROOT, TINY, compose_config, run_entry_point
 from omegaconf import open_dict
 
 from alexnet.data.sampling import EpochOrder, GlobalBatchSampler

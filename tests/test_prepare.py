@@ -11,16 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import ROOT, class_colour, make_imagenet, write_image
 from PIL import Image
-from test_data_sources import class_colour, make_imagenet, write_image
 
 from alexnet.data import preparation as preparing
 from alexnet.data import prepared, writer
 from alexnet.data.datamodule import PreparedImages
 from alexnet.data.images import DecodeError, load_image
 from alexnet.exits import DataError
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def files_of(folder: Path) -> dict[str, bytes]:

@@ -16,7 +16,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from conftest import CONF, ROOT, TINY, compose_config
+from helpers import CONF, ROOT, TINY, compose_config
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import Tensor, nn
@@ -98,6 +98,92 @@ def test_training_logs_top1_and_top5_on_known_logits() -> None:
     assert logged["train/top1_err"].compute().item() == pytest.approx(RANKED_TOP1)
     assert logged["train/top5_err"].compute().item() == pytest.approx(RANKED_TOP5)
     assert logged["train/loss"].item() == pytest.approx(RANKED_LOSS, rel=1e-5)
+
+
+# -- top-1 and top-5 error row by row, where a shuffled pairing changes the count -------------
+# Eight classes, so that top-5 leaves three out. Each row ranks the classes 7 > 6 > ... > 0 from a
+# different column on; the label sits at the rank named on the right. Unlike RANKED, pairing each
+# row's logits with another row's label (labels or logits rolled by one within the batch) or with
+# the next class (labels + 1) changes both counts of errors.
+SHUFFLE_CLASSES = 8
+ASYMMETRIC = torch.tensor([
+    [0.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0],  # label 2: rank 2, wrong in top-1, right in top-5
+    [6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0, 7.0],  # label 6: rank 8, wrong in both
+    [3.0, 2.0, 1.0, 0.0, 7.0, 6.0, 5.0, 4.0],  # label 1: rank 6, wrong in both
+    [5.0, 4.0, 3.0, 2.0, 1.0, 0.0, 7.0, 6.0],  # label 6: rank 1, right in both
+    [4.0, 3.0, 2.0, 1.0, 0.0, 7.0, 6.0, 5.0],  # label 5: rank 1, right in both
+])
+ASYMMETRIC_LABELS = torch.tensor([2, 6, 1, 6, 5])
+ASYMMETRIC_RANKS = [2, 8, 6, 1, 1]
+# Each row's (top-1 error, top-5 error): the batch's errors are their means, 3/5 and 2/5.
+ASYMMETRIC_ROWS = [(float(rank > 1), float(rank > 5)) for rank in ASYMMETRIC_RANKS]
+
+
+def _error_counts(logits: Tensor, labels: Tensor) -> tuple[int, int]:
+    """(top-1 errors, top-5 errors), counted by hand: a label's rank is 1 + the number of classes
+    scored above it."""
+    ranks = [1 + sum(v > row[label] for v in row)
+             for row, label in zip(logits.tolist(), labels.tolist(), strict=True)]
+    return sum(r > 1 for r in ranks), sum(r > 5 for r in ranks)
+
+
+def test_the_asymmetric_logits_tell_every_shuffled_pairing_apart() -> None:
+    """The fixture is what its comments say, and each slip that pairs logits with the wrong
+    labels within the batch changes both counts, so that the tests below catch it."""
+    right = _error_counts(ASYMMETRIC, ASYMMETRIC_LABELS)
+    assert right == (3, 2)
+    assert [_error_counts(ASYMMETRIC[i : i + 1], ASYMMETRIC_LABELS[i : i + 1])
+            for i in range(len(ASYMMETRIC))] == [(int(a), int(b)) for a, b in ASYMMETRIC_ROWS]
+    shuffles = {
+        "labels rolled by one": (ASYMMETRIC, ASYMMETRIC_LABELS.roll(1)),
+        "labels rolled back by one": (ASYMMETRIC, ASYMMETRIC_LABELS.roll(-1)),
+        "labels + 1": (ASYMMETRIC, (ASYMMETRIC_LABELS + 1) % SHUFFLE_CLASSES),
+        "logits rolled by one": (ASYMMETRIC.roll(1, 0), ASYMMETRIC_LABELS),
+        "logits rolled back by one": (ASYMMETRIC.roll(-1, 0), ASYMMETRIC_LABELS),
+    }
+    for name, (logits, labels) in shuffles.items():
+        top1, top5 = _error_counts(logits, labels)
+        assert top1 != right[0] and top5 != right[1], name
+
+
+def _step_errors(stage: str, logits: Tensor, labels: Tensor) -> tuple[float, float]:
+    """The top-1 and top-5 errors that the module's own training, validation or test step
+    logs for one batch of these logits (test10: ten identical patches an image)."""
+    module = ImageClassifier(nn.Flatten(), optimizer=torch.optim.SGD,
+                             num_classes=SHUFFLE_CLASSES)
+    logged: dict[str, Any] = {}
+    module.log = lambda name, value, **kw: logged.setdefault(name, value)  # type: ignore[method-assign]
+    batch = (_as_input(logits, 10 if stage == "test10" else None), labels)
+    if stage == "train":
+        module.training_step(batch, 0)
+    elif stage == "val":
+        module.validation_step(batch, 0)
+    else:
+        module.test_step(batch, 0)
+    return (logged[f"{stage}/top1_err"].compute().item(),
+            logged[f"{stage}/top5_err"].compute().item())
+
+
+@pytest.mark.parametrize("stage", ["train", "val", "test", "test10"])
+def test_top1_and_top5_row_by_row_and_for_the_batch(stage: str) -> None:
+    for row, expected in enumerate(ASYMMETRIC_ROWS):
+        one = slice(row, row + 1)
+        assert _step_errors(stage, ASYMMETRIC[one], ASYMMETRIC_LABELS[one]) == expected, row
+    assert _step_errors(stage, ASYMMETRIC, ASYMMETRIC_LABELS) == pytest.approx((3 / 5, 2 / 5))
+
+
+@pytest.mark.parametrize(("stage", "crops"), [("val", None), ("test", None), ("test10", 10)])
+def test_evaluation_loops_log_the_asymmetric_errors(stage: str, crops: int | None) -> None:
+    """The same batch through Lightning's validation and test loops, in one batch so that a
+    shuffle within the batch reaches every row."""
+    loader = DataLoader(TensorDataset(_as_input(ASYMMETRIC, crops), ASYMMETRIC_LABELS),
+                        batch_size=len(ASYMMETRIC))
+    module = ImageClassifier(nn.Flatten(), optimizer=torch.optim.SGD,
+                             num_classes=SHUFFLE_CLASSES)
+    run = _trainer().validate if stage == "val" else _trainer().test
+    (logged,) = run(module, dataloaders=loader, verbose=False)
+    assert logged[f"{stage}/top1_err"] == pytest.approx(3 / 5)
+    assert logged[f"{stage}/top5_err"] == pytest.approx(2 / 5)
 
 
 # -- the 10-patch test averages probabilities, not logits (Sec. 4.1) ----------------------------
@@ -362,7 +448,6 @@ def test_files_named_in_the_configs_exist() -> None:
 def test_the_configs_name_the_metrics_the_module_logs() -> None:
     """conf/ spells VAL_TOP1 where it monitors it: alexnet.names is the one definition."""
     import yaml
-    from conftest import CONF
 
     from alexnet.names import VAL_TOP1
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TINY, compose_config
+from helpers import ROOT, TINY, compose_config
 
 from alexnet.jobs.train import train
 from alexnet.training import summary as summary_module

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY, compose_config, run_entry_point
+from helpers import ROOT, TINY, compose_config, fake_fig1_run, run_entry_point
 from omegaconf import OmegaConf
 
 from alexnet.analysis.ablation_report import claims_by_ablation
@@ -232,40 +232,16 @@ def test_a_failing_run_does_not_stop_the_sweep(tmp_path: Path) -> None:
     assert [json.loads(p.read_text())["seed"] for p in done] == [1]
 
 
-def _fake_run(root: Path, arm: str, lr: float, seed: int, train_errors: list[float]) -> None:
-    """A summary.json as a Fig. 1 run writes it, with a hand-made training-error curve."""
-    out = root / arm / f"lr{lr}" / f"seed{seed}"
-    out.mkdir(parents=True)
-    ablations = [] if arm == "none" else [
-        {"name": arm, "claim": "relu", "component": "activation", "changes": ["model.activation"]}
-    ]
-    summary = {
-        "task": "train", "status": "completed", "arm": arm, "seed": seed, "num_classes": 10,
-        "ablations": ablations, "output_dir": str(out),
-        "history": [{"epoch": e, "train/top1_err": v} for e, v in enumerate(train_errors)],
-        "final": {"test/top1_err": 0.3, "test/top5_err": 0.05},
-        "environment": {"device": "cpu", "cpu_count": 2}, "git": {"commit": "0" * 40},
-        "config": {
-            "study": {"name": "fig1", "arms": ["none", "tanh"], "seeds": [1, 2],
-                      "lrs": [0.01, 0.02]},
-            "optimizer": {"lr": lr}, "model": {"activation": "tanh" if arm == "tanh" else "relu"},
-            "data": {"image_size": 32, "crop_size": 24}, "trainer": {"max_epochs": 6},
-            "paths": {"output_dir": str(out)},
-        },
-    }
-    (out / "summary.json").write_text(json.dumps(summary))
-
-
 def test_fig1_chooses_each_activations_best_lr_and_the_ratio(tmp_path: Path) -> None:
     chance = 0.9
     # ReLU: at lr 0.02 the error reaches 25% at epoch 2 (0.3 -> 0.2: 1.5 + 0.5 = 2.0 by
     # interpolation from 0.3 after epoch 1), at lr 0.01 at epoch 3.
     for seed in (1, 2):
-        _fake_run(tmp_path, "none", 0.01, seed, [0.5, 0.3, 0.25, 0.2])
-        _fake_run(tmp_path, "none", 0.02, seed, [0.3, 0.2, 0.1])
+        fake_fig1_run(tmp_path, "none", 0.01, seed, [0.5, 0.3, 0.25, 0.2])
+        fake_fig1_run(tmp_path, "none", 0.02, seed, [0.3, 0.2, 0.1])
         # tanh: at lr 0.01 never within 6 epochs; at 0.02 exactly at epoch 5 (5.0).
-        _fake_run(tmp_path, "tanh", 0.01, seed, [0.8, 0.7, 0.6, 0.5, 0.4, 0.3])
-        _fake_run(tmp_path, "tanh", 0.02, seed, [0.8, 0.6, 0.5, 0.4, 0.25, 0.2])
+        fake_fig1_run(tmp_path, "tanh", 0.01, seed, [0.8, 0.7, 0.6, 0.5, 0.4, 0.3])
+        fake_fig1_run(tmp_path, "tanh", 0.02, seed, [0.8, 0.6, 0.5, 0.4, 0.25, 0.2])
     from alexnet.analysis.fig1_report import fig1_result
 
     study = load_study(tmp_path)

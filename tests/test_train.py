@@ -8,8 +8,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, compose_config, find_summaries, run_entry_point
+from helpers import (
+    TINY,
+    compose_config,
+    errors_by_hand,
+    find_summaries,
+    run_entry_point,
+    train_keeping_the_run,
+)
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
+from alexnet.analysis.paper_figures import load_network
 from alexnet.jobs.train import train
 
 METRICS = ("train/loss", "train/top1_err", "val/loss", "val/top1_err", "val/top5_err")
@@ -19,21 +29,28 @@ METRICS = ("train/loss", "train/top1_err", "val/loss", "val/top1_err", "val/top5
 def fast_dev_summary(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict:
     out = tmp_path_factory.mktemp("run")
     cfg = compose_config("train", [*TINY, "trainer.fast_dev_run=true"], out, data_dir)
-    summary = train(cfg)
+    summary, run = train_keeping_the_run(cfg)
     assert (out / "summary.json").is_file()
-    return json.loads((out / "summary.json").read_text()) | {"_returned": summary}
+    # fast_dev_run: one batch of each split, the test on the weights of the one training step.
+    by_hand = {f"{split}/top{k}_err": error for split in ("val", "test")
+               for k, error in zip((1, 5), errors_by_hand(run.net, run.datamodule, split,
+                                                          cfg.data.batch_size), strict=True)}
+    return json.loads((out / "summary.json").read_text()) | {"_returned": summary,
+                                                              "_by_hand": by_hand}
 
 
 def test_fast_dev_run_writes_summary(fast_dev_summary: dict) -> None:
     s = fast_dev_summary
     assert s["task"] == "train" and s["status"] == "completed"
     for name in (*METRICS, "test/top1_err", "test/top5_err"):
-        assert 0.0 <= s["final"][name] or name.endswith("loss"), name
         assert math.isfinite(s["final"][name]), name
-    for name in ("val/top1_err", "val/top5_err", "test/top1_err", "test/top5_err"):
-        assert 0.0 <= s["final"][name] <= 1.0
-    assert s["final"]["val/top5_err"] <= s["final"]["val/top1_err"]
-    assert s["best"]["val/top1_err"] <= s["final"]["val/top1_err"]
+    for name, error in s["_by_hand"].items():  # the trained network's errors, counted again
+        assert s["final"][name] == pytest.approx(error), name
+    # One epoch: its row is the history, and the best of one epoch is that epoch.
+    assert [row["epoch"] for row in s["history"]] == [0]
+    for name in ("val/top1_err", "val/top5_err", "val/loss"):
+        assert s["history"][0][name] == pytest.approx(s["final"][name]), name
+        assert s["best"][name] == pytest.approx(s["final"][name]), name
     assert s["num_classes"] == 10
     assert s["num_params"] > 1_000_000
     assert s["seed"] == 2012
@@ -42,7 +59,6 @@ def test_fast_dev_run_writes_summary(fast_dev_summary: dict) -> None:
     assert s["wall_time_s"] > 0
     assert s["config"]["model"]["_target_"] == "alexnet.models.AlexNet"
     assert s["config"]["data"]["crop_size"] == 67
-    assert s["history"] and "val/top1_err" in s["history"][-1]
     assert "python" in s["environment"] and "torch" in s["environment"]
 
 
@@ -71,9 +87,14 @@ def test_short_run_checkpoints_and_eval_reads_them(tmp_path: Path, data_dir: Pat
     assert result.returncode == 0, result.stderr[-3000:]
     (record,) = find_summaries(tmp_path / "logs")
     assert record["task"] == "eval"
-    for name in ("test/top1_err", "test/top5_err"):
-        # ten_crop=true: the paper's 10-patch test is what is logged
-        assert 0.0 <= record["final"][f"test10/{name.split('/')[1]}"] <= 1.0
+    # ten_crop=true: the paper's 10-patch test is what is logged, and it is the checkpoint's
+    # network's error on the whole test split, the softmax averaged over the ten patches.
+    loaded = load_network(ckpt)
+    data = instantiate(OmegaConf.create(loaded.config).data, ten_crop=True)
+    data.setup("test")
+    top1, top5 = errors_by_hand(loaded.net, data, "test")
+    assert (record["final"]["test10/top1_err"], record["final"]["test10/top5_err"]) == \
+        pytest.approx((top1, top5))
     assert record["num_params"] == summary["num_params"]
     assert record["train_config"]["data"]["crop_size"] == 67
 
@@ -107,8 +128,12 @@ def test_throughput_is_logged(tmp_path: Path, data_dir: Path) -> None:
     header, *rows = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
     columns = header.split(",")
     assert "train/img_per_s" in columns and "val/top1_err" in columns
-    rates = [r.split(",")[columns.index("train/img_per_s")] for r in rows]
-    assert any(float(r) > 0 for r in rates if r)
+    rates = [float(r) for row in rows if (r := row.split(",")[columns.index("train/img_per_s")])]
+    assert len(rates) == 3 and all(r > 0 for r in rates)  # one a training step
+    # The epoch's rate is its images over the sum of the steps' times (4 images a step).
+    (epoch_rate,) = [float(r) for row in rows
+                     if (r := row.split(",")[columns.index("train/epoch_img_per_s")])]
+    assert epoch_rate == pytest.approx(12 / sum(4 / r for r in rates), rel=1e-4)
 
 
 def test_runs_never_share_a_directory(tmp_path: Path, data_dir: Path) -> None:
