@@ -250,14 +250,16 @@ def test_finding_the_checkpoint_to_resume(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_one_exit_status_table_matches_readme() -> None:
-    """alexnet.exits is the one table; README's states the same statuses, every signal handled
-    included, and no entry point spells a status as a literal."""
+    """alexnet.exits is the one table; the documentation's (docs/long-runs.md) states the same
+    statuses, every signal handled included, and no entry point spells a status as a literal."""
     import re
+
+    from doc_pages import docs_text
 
     from alexnet import exits
     from alexnet.training.signals import SIGNALS
 
-    readme = (ROOT / "README.md").read_text()
+    readme = docs_text()
     rows = re.findall(r"^\| ([\d, ]+) \| (.+) \|$", readme, flags=re.MULTILINE)
     codes = {int(c) for first, _ in rows for c in first.split(",")}
     assert {exits.COMPLETED, exits.FAILED, exits.USER_ERROR, exits.DIVERGED} <= codes

@@ -1,5 +1,5 @@
 """The exit statuses of every entry point and the policy that maps what went wrong to them, in one
-place (README, "Exit statuses"):
+place (docs/long-runs.md, "Exit statuses"):
 
     0    completed
     1    failed: a crash, or a disk that cannot be written
@@ -88,7 +88,7 @@ def one_line(err: BaseException) -> str:
 def reports_user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
     """Turn a UserError raised by ``task`` into ``error: ...`` on stderr and exit status 2; an
     interrupted or diverged run into its exit status (its line printed by the run), a full disk
-    or unwritable file into one line and exit status 1 (README, "Exit statuses")."""
+    or unwritable file into one line and exit status 1 (docs/long-runs.md, "Exit statuses")."""
 
     @functools.wraps(task)
     def wrapper(cfg: DictConfig) -> Any:

@@ -1,5 +1,5 @@
 """Random states a checkpoint keeps, and the per-step seeds that make a resumed run equal to an
-uninterrupted one (README, "Long runs")."""
+uninterrupted one (docs/long-runs.md)."""
 
 from __future__ import annotations
 

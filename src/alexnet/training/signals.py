@@ -18,7 +18,7 @@ from alexnet.training.checkpoints import slurm_job_id
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 
 
-# Test hook, documented in README ("Long runs"): ALEXNET_SELF_SIGNAL=TERM@5 makes the run send
+# Test hook, documented in docs/long-runs.md: ALEXNET_SELF_SIGNAL=TERM@5 makes the run send
 # itself SIGTERM after its 5th optimizer step, so that tests interrupt a real process at an exact
 # position. Unset in normal use.
 SELF_SIGNAL_ENV = "ALEXNET_SELF_SIGNAL"
