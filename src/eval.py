@@ -1,11 +1,12 @@
 """Evaluate a checkpoint: ``python src/eval.py ckpt_path=PATH [ten_crop=true]`` (conf/eval.yaml)."""
 
-
+import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from alexnet.exits import reports_user_errors
+from alexnet.exits import refuse_null_groups, reports_user_errors
 from alexnet.jobs.evaluate import evaluate
 from alexnet.resolvers import register_resolvers
 
@@ -19,4 +20,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    refuse_null_groups(sys.argv[1:], Path(__file__).resolve().parents[1] / "conf")
     main()

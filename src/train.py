@@ -1,11 +1,12 @@
 """Train a network: ``python src/train.py [overrides]`` (see conf/train.yaml)."""
 
-
+import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from alexnet.exits import reports_user_errors
+from alexnet.exits import refuse_null_groups, reports_user_errors
 from alexnet.jobs.train import train
 from alexnet.names import VAL_TOP1
 from alexnet.resolvers import register_resolvers
@@ -21,4 +22,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    refuse_null_groups(sys.argv[1:], Path(__file__).resolve().parents[1] / "conf")
     main()

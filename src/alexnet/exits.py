@@ -22,6 +22,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
@@ -83,6 +84,22 @@ def one_line(err: BaseException) -> str:
     if isinstance(err, InstantiationException) and err.__cause__ is not None:
         err = err.__cause__
     return " ".join(str(err).split()) or type(err).__name__
+
+
+def refuse_null_groups(argv: list[str], conf_dir: Path) -> None:
+    """``GROUP=null`` on the command line (``logger=null``) stops Hydra with a traceback of its
+    own before any of the project's code runs: say in one line what removes a group instead, and
+    exit with status 2."""
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        group = key.lstrip("+")
+        if not sep or value.strip().lower() != "null" or not (conf_dir / group).is_dir():
+            continue
+        instead = f"{group}=none or ~{group}" if (conf_dir / group / "none.yaml").is_file() else (
+            f"~{group}")
+        print(f"error: {arg}: a config group cannot be null; {instead} removes it",
+              file=sys.stderr)
+        sys.exit(USER_ERROR)
 
 
 def reports_user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:

@@ -182,11 +182,26 @@ def flatten_config(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
+# Keys conf/ gained after runs had been recorded, each with the value that does what its absence
+# did. At that value a key is left out of every comparison of configurations, so a run recorded
+# before the key existed equals one that holds it: a completed study is neither run again
+# (skip_completed) nor refused as mixed when new runs join it.
+ADDED_KEYS: dict[str, Any] = {
+    "trainer.enable_checkpointing": True,
+    "trainer.limit_test_batches": None,
+}
+
+
+def comparable(flat: dict[str, Any]) -> dict[str, Any]:
+    """A flattened configuration less the :data:`ADDED_KEYS` that hold their neutral value."""
+    return {k: v for k, v in flat.items() if k not in ADDED_KEYS or v != ADDED_KEYS[k]}
+
+
 def _comparable_config(run: Run) -> dict[str, Any]:
     """The run's resolved configuration, flattened, with its own directory written as ``<run>``
     (checkpoint and logger paths derive from it)."""
     out = str(run.summary.get("output_dir") or run.config.get("paths", {}).get("output_dir", ""))
-    flat = flatten_config(run.config)
+    flat = comparable(flatten_config(run.config))
     if out:
         flat = {k: v.replace(out, "<run>") if isinstance(v, str) else v for k, v in flat.items()}
     return flat

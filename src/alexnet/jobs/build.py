@@ -9,7 +9,8 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from alexnet.training import parallel
 
@@ -27,9 +28,33 @@ def build_data(data_cfg: DictConfig, **kwargs: Any) -> L.LightningDataModule:
 
 
 def build_trainer(cfg: DictConfig, extra_callbacks: list[L.Callback]) -> L.Trainer:
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    callbacks = configured_callbacks(cfg, logged=bool(loggers))
     return instantiate(cfg.trainer, callbacks=callbacks + extra_callbacks, logger=loggers or False)
+
+
+def configured_callbacks(cfg: DictConfig, logged: bool = True) -> list[L.Callback]:
+    """The callbacks of ``cfg.callbacks``, less those the trainer's own switches turn off.
+
+    Lightning stops on a progress bar in the callbacks when ``trainer.enable_progress_bar`` is
+    false, on a ModelCheckpoint when ``trainer.enable_checkpointing`` is false, and on a
+    LearningRateMonitor when there is no logger (``logger=none``); the callbacks configs always
+    hold all three, so the switch, the natural command-line override, wins and the callback is
+    dropped. ``callbacks.NAME=null`` drops one too."""
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    trainer = cfg.get("trainer") or {}
+    if trainer.get("enable_progress_bar", True) is False:
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if trainer.get("enable_checkpointing", True) is False:
+        callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+    if not logged:
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    return callbacks
+
+
+def checkpointing(cfg: DictConfig) -> bool:
+    """Whether the run keeps checkpoints (``trainer.enable_checkpointing``, true when absent)."""
+    return OmegaConf.select(cfg, "trainer.enable_checkpointing", default=True) is not False
 
 
 def scale_lr(cfg: DictConfig) -> None:

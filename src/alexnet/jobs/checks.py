@@ -12,7 +12,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from alexnet.analysis.study import flatten_config
+from alexnet.analysis.study import comparable, flatten_config
 from alexnet.callbacks.run_guard import NONFINITE_MODES
 from alexnet.exits import UserError, in_multirun
 from alexnet.training import parallel
@@ -92,7 +92,8 @@ def completed_summary(path: Path, cfg: DictConfig) -> dict[str, Any] | None:
         return None
     current = json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=True), default=str))
     # The study's own spec (its list of arms and seeds) may grow between two runs of the sweep.
-    before, now = flatten_config(summary.get("config") or {}), flatten_config(current)
+    before = comparable(flatten_config(summary.get("config") or {}))
+    now = comparable(flatten_config(current))
     differing = sorted(
         key for key in before.keys() | now.keys()
         if before.get(key) != now.get(key) and not key.startswith(("study.", "tags"))

@@ -19,7 +19,7 @@ from alexnet.callbacks.history import MetricHistory
 from alexnet.callbacks.run_guard import RunGuard
 from alexnet.callbacks.throughput import ImageThroughput
 from alexnet.exits import Interrupted, UserError, building
-from alexnet.jobs.build import build_data, build_trainer, scale_lr
+from alexnet.jobs.build import build_data, build_trainer, checkpointing, scale_lr
 from alexnet.jobs.checks import check_parallel, completed_summary, config_problems
 from alexnet.jobs.resume import check_resume_layout, resume_path
 from alexnet.names import BASELINE_ARM
@@ -100,12 +100,14 @@ def build(cfg: DictConfig, out: Path, ablations: list[dict[str, Any]], resume: s
     """Data, network, module and trainer; then the checks that need the trainer (the parallel
     layout, and the resumed checkpoint's layout against it)."""
     with building("invalid configuration"):
-        # Runs that keep weights only (callbacks=study: many short runs) keep no periodic
-        # last.ckpt either; a signal still writes one to resume from.
+        # Runs that keep weights only (callbacks=study: many short runs), or no checkpoint at all
+        # (trainer.enable_checkpointing=false), keep no periodic last.ckpt either; a signal
+        # still writes one to resume from.
         weights_only = OmegaConf.select(cfg, "callbacks.model_checkpoint.save_weights_only")
         guard = RunGuard(StopRequest(), out / "checkpoints", cfg.get("seed"),
                          cfg.get("nonfinite") or "stop",
-                         save_last=bool(cfg.get("save_last", True)) and not weights_only,
+                         save_last=bool(cfg.get("save_last", True)) and not weights_only
+                         and checkpointing(cfg),
                          nonfinite_every=int(cfg.get("nonfinite_every") or 1))
         if cfg.get("seed") is not None:
             L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -135,7 +137,9 @@ def build(cfg: DictConfig, out: Path, ablations: list[dict[str, Any]], resume: s
 
 def fit_and_test(run: TrainingRun) -> tuple[str | None, BaseException | None]:
     """Fit, then test the checkpoint val chose on the test split; the best checkpoint's path and
-    the error that ended the run (recorded, then raised by :func:`train`)."""
+    the error that ended the run (recorded, then raised by :func:`train`). Without a checkpoint
+    (trainer.enable_checkpointing=false, fast_dev_run) the path is None and the test measures the
+    weights as training left them (ckpt_path=None with the module given)."""
     trainer, guard, module, datamodule = run.trainer, run.guard, run.module, run.datamodule
     best_path, error = None, None
     guard.request.install()  # SIGTERM, SIGINT, SIGUSR1/2: stop at a batch boundary, resumable
@@ -167,7 +171,7 @@ def record(run: TrainingRun, best_path: str | None, error: BaseException | None,
     extra["parallel"] = run.module.parallel_layout  # processes, replicas, columns
     extra["precision"] = precision_record(cfg)  # bf16 or float32, and why
     if cfg.get("test") and error is None:  # what test/* was measured on
-        extra["evaluation"] = evaluation_record(run.datamodule, trainer)
+        extra["evaluation"] = evaluation_record(run.datamodule, trainer, best_path)
     for callback in trainer.callbacks:  # a run ended once it measured what it is for
         if getattr(callback, "ended_early", None):
             extra["ended_early"] = callback.ended_early
@@ -201,15 +205,17 @@ def record(run: TrainingRun, best_path: str | None, error: BaseException | None,
     return summary
 
 
-def evaluation_record(datamodule: Any, trainer: L.Trainer) -> dict[str, Any]:
+def evaluation_record(datamodule: Any, trainer: L.Trainer,
+                      tested: str | None = None) -> dict[str, Any]:
     """summary.json's ``evaluation``: the split ``test/*`` was measured on, where it came from,
-    what the val split chose, and whether the test split is independent of those choices (it is
-    not when it is the val split itself: a dataset without a test split)."""
+    the checkpoint tested (``tested``; None: the last weights, no checkpoint was kept), what the
+    val split chose, and whether the test split is independent of those choices (it is not when
+    it is the val split itself: a dataset without a test split)."""
     test_split = datamodule.test_split
     origins = datamodule.split_origins()
     monitor = getattr(trainer.checkpoint_callback, "monitor", None)
     selects = []
-    if monitor and str(monitor).startswith("val/"):
+    if tested and monitor and str(monitor).startswith("val/"):
         selects.append(f"the checkpoint tested (lowest {monitor})")
     for config in trainer.lr_scheduler_configs:
         if isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and str(
@@ -221,6 +227,7 @@ def evaluation_record(datamodule: Any, trainer: L.Trainer) -> dict[str, Any]:
     return {
         "test_split": test_split,
         "test_split_from": origins.get(test_split, test_split),
+        "checkpoint_tested": tested,
         "val_split_from": origins.get("val", "val"),
         "val_selects": selects,
         "test_independent": test_split != "val" or not selects,

@@ -180,10 +180,12 @@ def final_line(summary: dict[str, Any]) -> str:
         head += f" at epoch {d['epoch']} step {d['step']} (training loss {d['loss']})"
     evaluation = summary.get("evaluation")
     if metrics and evaluation and any(k.startswith("test") for k in shown):
+        # No checkpoint kept (trainer.enable_checkpointing=false): the test saw the last weights.
+        last = ", last weights" if evaluation.get("checkpoint_tested", "") is None else ""
         metrics += (" (test/* on the val split, which also chose "
                     f"{' and '.join(evaluation['val_selects'])}: no independent test split)"
                     if evaluation.get("test_independent") is False
-                    else f" (test split: {evaluation['test_split']})")
+                    else f" (test split: {evaluation['test_split']}{last})")
     line = f"{head}: {metrics} -> {summary['output_dir']}" if metrics else (
         f"{head} -> {summary['output_dir']}")
     if summary.get("resume"):
