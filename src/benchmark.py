@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if not args.no_end_to_end:
             length = [] if args.full_runs else [
                 f"trainer.max_epochs={args.epochs}", "test=false", "trainer.limit_val_batches=0",
-                "+trainer.enable_checkpointing=false", "~callbacks.model_checkpoint"]
+                "trainer.enable_checkpointing=false"]
             for name, extra in (("fast", []), ("off", off_switches(cfg))):
                 run_cfg = compose_cfg(overrides + length + extra, work, name)
                 e2e[name] = bench.end_to_end(run_cfg, length + extra, work, name)

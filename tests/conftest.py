@@ -7,6 +7,15 @@ from pathlib import Path
 
 import pytest
 from helpers import TINY, compose_config
+from hydra.core.hydra_config import HydraConfig
+
+
+@pytest.fixture(autouse=True)
+def no_hydra_run_left_behind() -> None:
+    """A test that runs an entry point in-process leaves Hydra's run config set (hydra.main does
+    not clear it); the next in-process run would read that run's overrides (its resume command,
+    its multirun mode). Each test starts without one, whatever ran before it on its worker."""
+    HydraConfig.instance().cfg = None
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """Bad input, as a table: mistakes on the command line and in the configs, broken image folders and
 prepared datasets, unusable checkpoints, signals and diverging numbers. Each must print exactly
-one line, exit with its documented status (README, "Exit statuses"), and leave nothing behind that
+one line, exit with its documented status (docs/long-runs.md), and leave nothing behind that
 looks like a result: no completed summary.json, no checkpoint of a run that never trained, no
 prepared dataset that looks complete.
 

@@ -40,6 +40,7 @@ import pytest
 from doc_pages import ROOT, code_blocks, doc_files, shown_commands
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
@@ -79,6 +80,7 @@ def run_script(script: str, args: list[str]) -> tuple[int, str, str]:
         sys.argv = argv
         os.chdir(cwd)
         GlobalHydra.instance().clear()
+        HydraConfig.instance().cfg = None  # hydra.main leaves its run's config behind: drop it
     return status, out.getvalue(), err.getvalue()
 
 

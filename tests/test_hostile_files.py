@@ -1,7 +1,7 @@
 """Hostile files, as a table: every kind of file the suite reads, fed to the command that reads it
 empty, cut short (after 1 byte, at half, without its last 16 bytes), overwritten with random bytes
 of the same length, or replaced by another file of the suite. Each must give one ``error:`` line
-naming the file, exit status 2 (README, "Exit statuses"), and write nothing that looks like a
+naming the file, exit status 2 (docs/long-runs.md), and write nothing that looks like a
 result: no summary.json, checkpoint, prepared dataset, report or figure.
 
 The kinds: checkpoints (``src/eval.py``, ``src/train.py ckpt_path=``, ``src/figures.py fig3``), the
@@ -331,7 +331,7 @@ def test_the_undamaged_world_is_read_without_complaint(world: Path) -> None:
     assert "relu" in load_claims(world / "claims" / "claims.yaml")
 
 
-# -- image files: a file that cannot be decoded is skipped and named (README, "Preparation") -----
+# -- image files: a file that cannot be decoded is skipped and named (docs/data.md) ---------------
 IMAGE = "images/cat/0.jpg"
 IMAGE_ARGS = ["data=imagefolder", "data.root={tmp}/images", "data.image_size=32",
               "data.prepared_dir={tmp}/prepared", "progress=false", "workers=1"]

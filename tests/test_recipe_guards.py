@@ -441,8 +441,6 @@ def test_files_named_in_the_configs_exist() -> None:
     }
     missing = [f"{path}: {ref}" for path, ref in sorted(named) if not (ROOT / ref).exists()]
     assert not missing, missing
-    readme = (ROOT / "README.md").read_text()
-    assert re.search(r"^## Data\b", readme, re.M), "the configs send readers to README's Data"
 
 
 def test_the_configs_name_the_metrics_the_module_logs() -> None:
