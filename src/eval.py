@@ -1,12 +1,11 @@
 """Evaluate a checkpoint: ``python src/eval.py ckpt_path=PATH [ten_crop=true]`` (conf/eval.yaml)."""
 
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from alexnet.exits import refuse_null_groups, reports_user_errors
+from alexnet.exits import reports_user_errors, run_command
 from alexnet.jobs.evaluate import evaluate
 from alexnet.resolvers import register_resolvers
 
@@ -20,5 +19,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    refuse_null_groups(sys.argv[1:], Path(__file__).resolve().parents[1] / "conf")
-    main()
+    run_command(main, Path(__file__).resolve().parents[1] / "conf")

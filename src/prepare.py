@@ -6,13 +6,14 @@ resumes when started again with the same arguments.
 """
 
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from alexnet import exits
 from alexnet.data import preparation, prepared, registry, synthetic, writer
-from alexnet.exits import DataError, UserError, building, reports_user_errors
+from alexnet.exits import DataError, UserError, building, reports_user_errors, run_command
 from alexnet.resolvers import register_resolvers
 
 register_resolvers()  # before Hydra composes the config
@@ -61,4 +62,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main, Path(__file__).resolve().parents[1] / "conf")

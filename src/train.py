@@ -1,12 +1,11 @@
 """Train a network: ``python src/train.py [overrides]`` (see conf/train.yaml)."""
 
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from alexnet.exits import refuse_null_groups, reports_user_errors
+from alexnet.exits import reports_user_errors, run_command
 from alexnet.jobs.train import train
 from alexnet.names import VAL_TOP1
 from alexnet.resolvers import register_resolvers
@@ -22,5 +21,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    refuse_null_groups(sys.argv[1:], Path(__file__).resolve().parents[1] / "conf")
-    main()
+    run_command(main, Path(__file__).resolve().parents[1] / "conf")
