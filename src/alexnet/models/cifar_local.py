@@ -196,7 +196,7 @@ class CifarLocalNet(nn.Module):
         Each dict: ``name``, ``params``, ``lr_mult`` (multiplies optimizer.lr: 1 for weights,
         ``bias_lr_mult`` for biases) and ``weight_decay`` (absolute: the layer's wc on weights, 0
         on biases, which cuda-convnet never decays). With optimizer.lr = epsW = 0.001 this gives
-        every layer's epsW, epsB and wc (see ``src/alexnet/optim.py``, ``param_groups``).
+        every layer's epsW, epsB and wc (see ``src/alexnet/training/optim.py``, ``param_groups``).
         """
         groups: list[dict] = []
         for name in LAYERS:
