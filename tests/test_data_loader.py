@@ -20,13 +20,8 @@ from PIL import Image
 
 from alexnet.data import preparation as preparing
 from alexnet.data import prepared, synthetic, writer
-from alexnet.data.datamodule import (
-    PreparedDataModule,
-    PreparedImages,
-    SharedBatches,
-    SyntheticDataModule,
-    release,
-)
+from alexnet.data.datamodule import PreparedDataModule, SyntheticDataModule
+from alexnet.data.loader import PreparedImages, SharedBatches, release
 from alexnet.exits import DataError
 
 SIZE, CROP = 16, 10

@@ -138,7 +138,7 @@ def test_nearest_neighbours_match_brute_force() -> None:
 
 
 def test_fig4_neighbours_in_fc7_space(checkpoint: Path) -> None:
-    from alexnet.data.datamodule import PreparedImages
+    from alexnet.data.loader import PreparedImages
 
     loaded = load_network(checkpoint)
     result = fig4(loaded, images=[0, 3], k=3, tile=80)

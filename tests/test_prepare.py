@@ -16,8 +16,8 @@ from PIL import Image
 
 from alexnet.data import preparation as preparing
 from alexnet.data import prepared, writer
-from alexnet.data.datamodule import PreparedImages
 from alexnet.data.images import DecodeError, load_image
+from alexnet.data.loader import PreparedImages
 from alexnet.exits import DataError
 
 

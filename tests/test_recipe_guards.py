@@ -25,7 +25,8 @@ from torch.utils.data import DataLoader, TensorDataset
 import alexnet.jobs.train as train_job
 from alexnet.callbacks.history import MetricHistory
 from alexnet.data import synthetic
-from alexnet.data.datamodule import PreparedDataModule, PreparedImages
+from alexnet.data.datamodule import PreparedDataModule
+from alexnet.data.loader import PreparedImages
 from alexnet.models import AlexNet
 from alexnet.training.module import ImageClassifier
 from alexnet.training.summary import build_summary, read_summary, write_summary

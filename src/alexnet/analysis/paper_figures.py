@@ -293,7 +293,7 @@ def fig4(loaded: Loaded, images: list[int] | None = None, k: int = 6,
     training images nearest in fc7 space, over the first ``max_train`` training images (all by
     default), shown from the prepared dataset's own pixels."""
     from alexnet.data import prepared
-    from alexnet.data.datamodule import PreparedImages
+    from alexnet.data.loader import PreparedImages
 
     if not callable(getattr(loaded.net, "embed", None)):
         raise UserError(f"{type(loaded.net).__name__} has no fc7 features (no embed method): "

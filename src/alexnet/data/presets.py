@@ -1,6 +1,6 @@
 """The paper's input pipeline after the loader, as batched tensor operations (Sec. 2 and 4.1).
 
-The loader (``datamodule.PreparedImages``) already cut each image's patch out of the prepared
+The loader (``loader.PreparedImages``) already cut each image's patch out of the prepared
 S x S image, on uint8, and mirrored it: a uint8 (B, H, W, 3) batch plus each patch's ``geometry``
 (top, left, mirrored). A :class:`Preset` runs where the batch was sent (the GPU when there is one)
 and turns it into network input: float32 on the paper's 0-255 scale, minus the mean image taken
