@@ -33,6 +33,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from alexnet import exits
+from alexnet.benchmarks import hardware
 from alexnet.benchmarks import training_speed as bench
 from alexnet.exits import UserError
 from alexnet.resolvers import register_resolvers
@@ -107,10 +108,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         dtype = bench.autocast_dtype(model["precision"])
         n = args.matmul_n or (128 if args.tiny else 8192 if device.type == "cuda" else 2048)
         seconds = 0.05 if args.tiny else 2.0
-        peaks = {"float32": bench.matmul_peak(device, torch.float32, n, seconds),
+        peaks = {"float32": hardware.matmul_peak(device, torch.float32, n, seconds),
                  "bfloat16": None}
         if dtype is not None:
-            peaks[str(dtype).removeprefix("torch.")] = bench.matmul_peak(device, dtype, n, seconds)
+            peaks[str(dtype).removeprefix("torch.")] = hardware.matmul_peak(device, dtype, n,
+                                                                            seconds)
         for name, row in model["rows"].items():
             peak = peaks["float32"] if name == "baseline" or dtype is None else peaks.get(
                 str(dtype).removeprefix("torch."))

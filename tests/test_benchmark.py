@@ -13,7 +13,8 @@ import pytest
 import torch
 from helpers import ROOT
 
-from alexnet.benchmarks.training_speed import autocast_dtype, stock_net
+from alexnet.benchmarks.baselines import stock_net
+from alexnet.benchmarks.training_speed import autocast_dtype
 from alexnet.models import AlexNet
 
 ROW_FIELDS = {"img_per_s", "step_ms", "flops_per_s", "peak_memory_mb", "rounds", "mfu"}

@@ -11,22 +11,20 @@ What is measured, on the device that a run of ``src/train.py`` with the same ove
   LightningModule (metrics and logging included). The three alternate round by round, so that a
   machine busy with something else slows all three alike; the medians are reported.
 - end to end: images/s of the last training epoch of ``alexnet.jobs.train.train`` (what
-``src/train.py``
-  runs: the prepared data, the loader, augmentation, the Trainer), with the fast path on and
-  with every switch off.
+  ``src/train.py`` runs: the prepared data, the loader, augmentation, the Trainer), with the fast
+  path on and with every switch off.
 - training FLOPs per image (``torch.utils.flop_counter``), achieved FLOP/s and MFU against a
   matrix-multiply peak measured here; peak memory (CUDA's allocator on a GPU, the growth of the
-  resident set on a CPU); the LRN alone; the top operators of a fast step (where the time goes).
+  resident set on a CPU): :mod:`alexnet.benchmarks.hardware`; the stock baseline:
+  :mod:`alexnet.benchmarks.baselines`; the LRN alone; the update step alone; the top operators of
+  a fast step (where the time goes).
 """
 
 from __future__ import annotations
 
 import copy
-import ctypes
-import math
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,41 +34,14 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from alexnet.models import AlexNet, LocalResponseNorm
+from alexnet.benchmarks.baselines import stock_net
+from alexnet.benchmarks.hardware import PeakMemory, sync, train_flops_per_image
+from alexnet.models import LocalResponseNorm
 from alexnet.training.optim import build_optimizer
 from alexnet.training.speed import speed_options, to_layout
 
 Runner = Callable[[int], float]  # runs n steps, returns the seconds they took
-
-
-class StockColumnLRN(nn.Module):
-    """``nn.LocalResponseNorm`` applied to each column's maps on their own (the paper's two-GPU
-    net normalises each GPU's kernels separately, Sec. 3.2-3.3), from stock modules only."""
-
-    def __init__(self, groups: int, lrn: nn.LocalResponseNorm) -> None:
-        super().__init__()
-        self.groups, self.lrn = groups, lrn
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.groups == 1:
-            return self.lrn(x)
-        return torch.cat([self.lrn(part) for part in x.chunk(self.groups, dim=1)], dim=1)
-
-
-def stock_net(net: AlexNet) -> nn.Module:
-    """A copy of ``net`` with its LRN and dropout replaced by the stock modules: the paper's
-    alpha as torch's ``nn.LocalResponseNorm`` takes it (alpha * n), and inverted ``nn.Dropout``."""
-    stock = copy.deepcopy(net)
-    for name, module in list(stock.named_children()):
-        if isinstance(module, LocalResponseNorm):
-            alpha = module.effective_alpha * module.size  # torch divides by the size again
-            lrn = nn.LocalResponseNorm(module.size, alpha, module.beta, module.k)
-            setattr(stock, name, StockColumnLRN(module.groups, lrn))
-        elif isinstance(module, nn.Dropout):
-            setattr(stock, name, nn.Dropout(module.p))
-    return stock
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:
@@ -81,11 +52,6 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
     if precision.startswith("16"):
         return torch.float16
     return None
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def loop_runner(net: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor,
@@ -168,81 +134,6 @@ def measure_lightning(module: L.LightningModule, x: Tensor, y: Tensor, *, precis
     )
     trainer.fit(module, train_dataloaders=loader)
     return timer.seconds, timer.memory_mb
-
-
-def train_flops_per_image(net: nn.Module, x: Tensor, y: Tensor) -> float:
-    """Forward + backward FLOPs per image, as torch's flop counter counts them (matrix products
-    and convolutions; the elementwise work is not counted)."""
-    counter = FlopCounterMode(display=False)
-    with counter:
-        F.cross_entropy(net(x), y).backward()
-    net.zero_grad(set_to_none=True)
-    return counter.get_total_flops() / len(x)
-
-
-def matmul_peak(device: torch.device, dtype: torch.dtype, n: int, seconds: float) -> float:
-    """FLOP/s of an n x n matrix product, the best of repeated timings over about ``seconds``."""
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    a @ b  # warm-up: the library's first call picks its kernels
-    sync(device)
-    best, spent = math.inf, 0.0
-    while spent < seconds or best == math.inf:
-        started = time.perf_counter()
-        a @ b
-        sync(device)
-        took = time.perf_counter() - started
-        best, spent = min(best, took), spent + took
-    return 2 * n**3 / best
-
-
-class PeakMemory:
-    """Peak memory of a block of training steps above what was held before it (activations,
-    gradients, workspaces; not the weights or the optimizer's state), in MB: from CUDA's
-    allocator on a GPU; on a CPU, the growth of the resident set (sampled every millisecond,
-    after freed memory is handed back to the system)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device, self.mb = device, 0.0
-        self._stop = threading.Event()
-
-    def __enter__(self) -> PeakMemory:
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._base = torch.cuda.memory_allocated(self.device)
-            return self
-        _trim()
-        self._base = self._peak = _rss()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.001):
-            self._peak = max(self._peak, _rss())
-
-    def __exit__(self, *exc: object) -> None:
-        if self.device.type == "cuda":
-            self.mb = (torch.cuda.max_memory_allocated(self.device) - self._base) / 2**20
-            return
-        self._stop.set()
-        self._thread.join()
-        self.mb = max(self._peak, _rss()) - self._base
-
-
-def _rss() -> float:
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0.0
-    return pages * 4096 / 2**20
-
-
-def _trim() -> None:
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def lrn_alone(device: torch.device, shape: tuple[int, ...], repeats: int) -> dict[str, Any]:
