@@ -21,14 +21,19 @@ recorded as such and the check goes on:
    (``ckpt_path=last``) against the same run uninterrupted: the largest relative difference of
    their final weights, and whether their per-epoch metrics are equal (bit-identical on a CPU;
    cuDNN's kernels need not be);
-6. ``cifar10``: the paper's CIFAR-10 experiments on real images (the JPEG tree, ``--cifar``): Fig.
+6. ``two_columns``: the paper's two-column layout (``trainer=model_parallel``) as far as one GPU
+   allows: two processes on the one device, started by two ``torchrun`` launches as two nodes of
+   one process each (so that both take ``cuda:0``), a few steps of the tiny built-in data; first
+   with the default backend (NCCL, which is expected to refuse two ranks on one GPU: its first
+   error line is recorded), then over gloo. ``--smoke`` runs the gloo launch on CPU processes;
+7. ``cifar10``: the paper's CIFAR-10 experiments on real images (the JPEG tree, ``--cifar``): Fig.
    1's study (``study_fig1_cifar10_jpeg``) and Sec. 3.3's (``study_sec33_jpeg`` on a 60-epoch
    schedule, 50 + 5 + 5), one process per arm and seed side by side on the one GPU, until the
    budget is spent; every run that completes is a result (the studies are resumable, and their
    reports list what is missing). Then their reports and Fig. 1.
 
-``--only`` runs some of the steps (``tests,benchmark,pipeline,resume,cifar10``), so that a
-session can spread the check over two calls of its GPU time.
+``--only`` runs some of the steps (``tests,benchmark,pipeline,resume,two_columns,cifar10``), so
+that a session can spread the check over two calls of its GPU time.
 
 Writes ``DIR/results.json`` (every step's status, seconds and figures), ``DIR/README.md`` (a short
 table) and ``DIR/logs/<step>.log``; the studies' ``summary.json`` files, reports and figures under
@@ -42,8 +47,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -59,7 +66,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 ARCHIVES = (ROOT.parent / "shared" / "data" / "cifar10-jpeg" / "CIFAR-10-images.tar.gz",
             ROOT / "data" / "CIFAR-10-images.tar.gz")
-STEPS = ("tests", "benchmark", "pipeline", "resume", "cifar10")
+STEPS = ("tests", "benchmark", "pipeline", "resume", "two_columns", "cifar10")
 GPU_TESTS = ["tests/test_data_presets.py", "tests/test_fast_path.py", "tests/test_parallel.py"]
 PAPER_SHAPES = ["data.image_size=256", "data.crop_size=227", "data.batch_size=128"]
 
@@ -115,6 +122,52 @@ class Check:
         record = {"status": status, "seconds": round(time.monotonic() - started, 1),
                   "command": " ".join(a if " " not in a else repr(a) for a in args),
                   "log": str(log.relative_to(self.out)), **extra}
+        self.results["steps"][name] = record
+        print(f"{name}: {status} in {record['seconds']} s", flush=True)
+        return record
+
+    def run_together(self, name: str, commands: list[list[str]], limit: float,
+                     **extra: Any) -> dict[str, Any]:
+        """Run ``commands`` side by side (one log each) for at most ``limit`` seconds of the
+        budget; passed when every one exits 0."""
+        limit = max(1.0, min(limit, self.left()))
+        started = time.monotonic()
+        deadline = started + limit
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "WANDB_SILENT": "true",
+               "OMP_NUM_THREADS": "1"}
+        logs = [self.out / "logs" / f"{name}.{i}.log" for i in range(len(commands))]
+        files = [open(log, "w") for log in logs]
+        procs = [subprocess.Popen(args, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env,
+                                  start_new_session=True)
+                 for args, f in zip(commands, files, strict=True)]
+        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            if any(p.returncode not in (None, 0) for p in procs):
+                # A peer that died leaves the others waiting in a collective until the backend's
+                # own timeout (many minutes): give them a few seconds to fail too, no more.
+                deadline = min(deadline, time.monotonic() + 15)
+            time.sleep(0.5)
+        stopped = [i for i, p in enumerate(procs) if p.poll() is None]
+        for i in stopped:  # SIGTERM first: torchrun then stops the workers it started
+            os.killpg(procs[i].pid, signal.SIGTERM)
+        for i in stopped:
+            try:
+                procs[i].wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(procs[i].pid, signal.SIGKILL)
+                procs[i].wait()
+        for f in files:
+            f.close()
+        codes = ["stopped" if i in stopped else str(p.returncode) for i, p in enumerate(procs)]
+        if all(e == "0" for e in codes):
+            status = "passed"
+        elif all(e in ("0", "stopped") for e in codes):
+            status = f"out of time after {limit:.0f} s"
+        else:
+            status = f"failed (exit {', '.join(codes)})"
+        record = {"status": status, "seconds": round(time.monotonic() - started, 1),
+                  "commands": [" ".join(a if " " not in a else repr(a) for a in args)
+                               for args in commands],
+                  "logs": [str(log.relative_to(self.out)) for log in logs], **extra}
         self.results["steps"][name] = record
         print(f"{name}: {status} in {record['seconds']} s", flush=True)
         return record
@@ -225,6 +278,83 @@ def resume(check: Check) -> None:
           f"{'identical' if whole_rows == resumed_rows else 'differ'}", flush=True)
 
 
+TWO_COLUMNS_UNTESTED = (
+    "NCCL between two GPUs, the paper's layout as it trains: needs two GPUs; and the speed of the "
+    "columns: two processes sharing one GPU measure nothing of it")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _first_error(logs: list[Path]) -> str | None:
+    """The line that says why a launch failed: NCCL's own message when there is one, else the
+    first exception line that is not torchrun's report of its failed worker."""
+    lines = [line.strip() for log in logs if log.is_file()
+             for line in log.read_text(errors="replace").splitlines()]
+    for pattern in (r"Duplicate GPU", r"^(\w+\.)*\w*(Error|Exception)\b(?!: $)",
+                    r"\berror\b"):
+        for line in lines:
+            if re.search(pattern, line, re.IGNORECASE if pattern == r"\berror\b" else 0) \
+                    and "ChildFailedError" not in line:
+                return line[:300]
+    return None
+
+
+def two_columns(check: Check) -> None:
+    """The paper's two-column layout on one device: two processes, one column each, started as
+    two torchrun nodes of one process so that each has LOCAL_RANK 0 and takes cuda:0."""
+    work = (check.out / "work" if check.smoke else ROOT / "logs" / "device_check") / "two_columns"
+    shutil.rmtree(work, ignore_errors=True)  # a completed run of the same config would be skipped
+    # TINY of tests/helpers.py: the smallest crop on the built-in data, a few steps, no validation.
+    train = ["src/train.py", "experiment=none", "data.image_size=80", "data.crop_size=67",
+             "data.train_per_class=2", "data.val_per_class=1", "data.batch_size=4",
+             "data.num_workers=0", "~callbacks.progress_bar", "trainer.enable_progress_bar=false",
+             "trainer=model_parallel", "trainer.devices=1", "trainer.num_nodes=2",
+             "model.columns=2", "trainer.max_steps=3", "test=false",
+             "trainer.limit_val_batches=0", f"paths.log_dir={work / 'logs'}",
+             f"trainer.accelerator={'cpu' if check.smoke else 'gpu'}"]
+    backends = {"nccl": [], "gloo": ["+trainer.strategy.process_group_backend=gloo"]}
+    records = {}
+    for backend, extra in backends.items():
+        name = f"two_columns_{backend}"
+        if check.smoke and backend == "nccl":
+            records[backend] = check.results["steps"][name] = {
+                "status": "skipped in --smoke: NCCL needs a GPU"}
+            continue
+        port = _free_port()
+        # Both processes of the pair on this machine, each its own torchrun "node"; they must
+        # share one run directory (alexnet.jobs.checks.check_parallel). Each node makes the
+        # built-in data on its own disk (its LOCAL_RANK 0 prepares it), so here each is given its
+        # own data directory: in one they would write the same files at once.
+        commands = [[PYTHON, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+                     f"--node_rank={node}", "--master_addr=127.0.0.1", f"--master_port={port}",
+                     *train, *extra, f"paths.data_dir={work / f'data{node}'}",
+                     f"hydra.run.dir={work / backend}"] for node in (0, 1)]
+        record = check.run_together(name, commands, 35 if backend == "nccl" else 55)
+        if record["status"] != "passed":
+            record["first_error"] = _first_error([check.out / log for log in record["logs"]])
+        summary = work / backend / "summary.json"
+        if summary.is_file():
+            data = json.loads(summary.read_text())
+            record["figures"] = {"run": {"status": data.get("status"),
+                                         "steps": data.get("global_step"),
+                                         "train_loss": (data.get("final") or {}).get(
+                                             "train/loss")},
+                                 "layout": data.get("parallel")}
+        records[backend] = record
+    device = "the CPU" if check.smoke else "one GPU (both on cuda:0)"
+    ran = [f"{b.upper()}: {r['status']}" for b, r in records.items()]
+    check.results["steps"]["two_columns"] = {
+        "status": records["gloo"]["status"],
+        "ran": f"trainer=model_parallel, two processes (one column each) on {device}, started "
+               f"as two torchrun nodes of one process; 3 steps of the tiny built-in data. "
+               + "; ".join(ran),
+        "untested": TWO_COLUMNS_UNTESTED}
+
+
 def cifar10(check: Check, tree: Path | None) -> None:
     if tree is None:
         check.results["steps"]["cifar10"] = {"status": "skipped: no CIFAR-10 archive (--cifar)"}
@@ -319,6 +449,10 @@ def render(results: dict[str, Any]) -> str:
             for k, row in figures.items() if isinstance(row, dict))
         if "completed_runs" in step:
             shown = f"{step['completed_runs']} runs completed"
+        # What a step could not show is part of its result: why it failed, what it leaves out.
+        notes = [f"{k.replace('_', ' ')}: {step[k]}" for k in ("first_error", "untested")
+                 if step.get(k)]
+        shown = "; ".join(([shown] if shown else []) + notes).replace("|", "/")
         lines.append(f"| {name} | {step['status']} | {step.get('seconds', '')} | {shown} |")
     lines += ["", "Each step's log is under `logs/`; the benchmarks' JSON beside this file; the "
               "CIFAR-10 studies' summaries, report and figure under `studies/`."]
@@ -361,6 +495,8 @@ def main() -> None:
         input_pipeline(check, None if tree is None else _flat_images(tree, check))
     if "resume" in only:
         resume(check)
+    if "two_columns" in only:  # before the studies, which take whatever budget is left
+        two_columns(check)
     if "cifar10" in only:
         cifar10(check, tree)
     check.write()

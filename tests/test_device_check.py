@@ -23,7 +23,8 @@ def test_smoke_runs_every_step(tmp_path: Path) -> None:
     steps = results["steps"]
     assert results["smoke"] and results["environment"]["torch"]
     expected = {"environment", "benchmark", "benchmark_compile", "benchmark_nonfinite_every_50",
-                "input_pipeline", "resume_whole", "resume_cut", "resume_resumed", "resume"}
+                "input_pipeline", "resume_whole", "resume_cut", "resume_resumed", "resume",
+                "two_columns_nccl", "two_columns_gloo", "two_columns"}
     if any(a.is_file() for a in ARCHIVES):
         expected |= {"cifar10_prepare", "cifar10_runs", "cifar10_fig1_report",
                      "cifar10_fig1_figure", "cifar10_sec33_report"}
@@ -36,6 +37,16 @@ def test_smoke_runs_every_step(tmp_path: Path) -> None:
     assert steps["benchmark"]["figures"]["fast"]["img_per_s"] > 0
     resumed = steps["resume"]["figures"]["resume"]
     assert resumed["metrics_identical"] and resumed["max_relative_weight_difference"] == 0.0
+    # The two columns as two processes of one machine, over gloo on the CPU; NCCL needs a GPU.
+    assert steps["two_columns_nccl"]["status"].startswith("skipped")
+    gloo = steps["two_columns_gloo"]["figures"]
+    assert gloo["run"]["status"] == "completed" and gloo["run"]["steps"] == 3
+    assert gloo["layout"]["layout"] == "model_parallel"
+    assert gloo["layout"]["processes"] == gloo["layout"]["num_nodes"] == 2
+    columns = steps["two_columns"]
+    assert columns["status"] == "passed"
+    assert "on the CPU" in columns["ran"] and "GLOO: passed" in columns["ran"]
+    assert "needs two GPUs" in columns["untested"]
     if "cifar10_fig1_report" in steps:
         assert steps["cifar10_fig1_report"]["completed_runs"] == 2  # ReLU and tanh, one seed
         assert steps["cifar10_sec33_report"]["completed_runs"] == 2  # with and without LRN
@@ -46,6 +57,7 @@ def test_smoke_runs_every_step(tmp_path: Path) -> None:
         assert not list(out.rglob("*.ckpt"))  # summaries only: no checkpoints come back
     readme = (out / "README.md").read_text()
     assert "smoke" in readme and "| benchmark | passed |" in readme
+    assert "| two_columns | passed |" in readme and "untested: NCCL between two GPUs" in readme
     assert not (out / "work").exists()
 
 
@@ -57,5 +69,5 @@ def test_only_some_steps_and_a_bad_step_name(tmp_path: Path) -> None:
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1] == (
         "error: --only: unknown step 'warp'; the steps are tests, benchmark, pipeline, resume, "
-        "cifar10")
+        "two_columns, cifar10")
     assert not (tmp_path / "bad").exists()
