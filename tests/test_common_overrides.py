@@ -6,6 +6,7 @@ wrote."""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from helpers import TINY, compose_config, run_entry_point
+from helpers import CONF, TINY, compose_config, run_entry_point
 from hydra.errors import ConfigCompositionException
 from lightning.pytorch.callbacks import (
     LearningRateMonitor,
@@ -223,12 +224,25 @@ def test_a_run_recorded_before_the_new_trainer_keys_still_counts_as_completed(
 @pytest.mark.parametrize("arg, instead", [("logger=null", "logger=none or ~logger"),
                                           ("callbacks=null", "callbacks=none or ~callbacks"),
                                           ("scheduler=null", "scheduler=none or ~scheduler")])
-def test_a_group_set_to_null_is_one_line(arg: str, instead: str, tmp_path: Path,
-                                         data_dir: Path) -> None:
-    """Hydra itself stops on GROUP=null with a traceback; the entry point says what removes a
-    group instead, before Hydra starts (so no directory is made)."""
-    result = run_entry_point("train.py", [arg], tmp_path, data_dir, timeout=120)
+def test_a_group_set_to_null_is_one_line(arg: str, instead: str, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Hydra itself stops on GROUP=null with a traceback; the entry point's run_command says
+    what removes a group instead, before Hydra (the entry point's main) starts."""
+    from alexnet.exits import run_command
+
+    started = []
+    monkeypatch.setattr(sys, "argv", ["train.py", arg])
+    with pytest.raises(SystemExit) as stopped:
+        run_command(lambda: started.append(True), CONF)
+    assert stopped.value.code == 2 and not started
+    assert capsys.readouterr().err.strip() == (
+        f"error: {arg}: a config group cannot be null; {instead} removes it")
+
+
+def test_the_entry_point_refuses_a_null_group_before_hydra(tmp_path: Path,
+                                                           data_dir: Path) -> None:
+    result = run_entry_point("train.py", ["logger=null"], tmp_path, data_dir, timeout=120)
     assert result.returncode == 2
-    assert result.stderr.strip() == f"error: {arg}: a config group cannot be null; {instead} " \
-                                    "removes it"
+    assert result.stderr.strip() == ("error: logger=null: a config group cannot be null; "
+                                     "logger=none or ~logger removes it")
     assert not (tmp_path / "logs").exists()

@@ -32,6 +32,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import (
+    CONF,
     PREP,
     ROOT,
     TINY,
@@ -378,13 +379,29 @@ def test_a_split_of_which_no_image_can_be_decoded(world: Path, tmp_path: Path, d
 
 # -- a config file of the user's: read by Hydra, before any of the suite's code ----------------
 @pytest.mark.parametrize("content", [b"trainer: [unclosed\n  max_epochs: 1\n",
-                                     bytes(range(256)) * 2], ids=["not_yaml", "random_bytes"])
-def test_a_config_file_that_is_not_yaml(tmp_path: Path, data_dir: Path, content: bytes) -> None:
-    """Hydra reads the config files before the suite's code runs; the entry point checks them
-    first (exits.check_config_files), or Hydra's parser would end in a traceback."""
+                                     bytes(range(256)) * 2, b"trainer:\n  max_epochs: 1\n  x"],
+                         ids=["not_yaml", "random_bytes", "cut_short"])
+def test_a_config_file_that_is_not_yaml(tmp_path: Path, content: bytes,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Hydra reads the config files before the suite's code runs; the entry point's run_command
+    checks them first (exits.check_config_files), or Hydra's parser would end in a traceback."""
+    from alexnet.exits import check_config_files
+
     broken = tmp_path / "conf" / "experiment" / "broken.yaml"
     broken.parent.mkdir(parents=True)
     broken.write_bytes(content)
+    argv = [f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "experiment=broken"]
+    with pytest.raises(SystemExit) as stopped:
+        check_config_files(argv, CONF)
+    assert stopped.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {broken}") and "not a valid YAML config file" in line
+
+
+def test_the_entry_point_checks_config_files_before_hydra(tmp_path: Path, data_dir: Path) -> None:
+    broken = tmp_path / "conf" / "experiment" / "broken.yaml"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(bytes(range(256)) * 2)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     result = subprocess.run(
         [sys.executable, str(ROOT / "src" / "train.py"), "--cfg", "job",
