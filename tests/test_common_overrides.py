@@ -15,7 +15,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from helpers import CONF, TINY, compose_config, run_entry_point
+from helpers import CONF, TINY, compose_config, run_entry_point, train_keeping_the_run
 from hydra.errors import ConfigCompositionException
 from lightning.pytorch.callbacks import (
     LearningRateMonitor,
@@ -155,29 +155,20 @@ WORKS: dict[str, tuple[list[str], Callable[[Run], None]]] = {
 }
 
 
-def run_tiny(overrides: list[str], out: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch,
+def run_tiny(overrides: list[str], out: Path, data_dir: Path,
              capsys: pytest.CaptureFixture[str]) -> Run:
-    built: list[L.Trainer] = []
-    real_build_trainer = train_job.build_trainer
-
-    def keep(*args: Any, **kwargs: Any) -> L.Trainer:
-        built.append(real_build_trainer(*args, **kwargs))
-        return built[-1]
-
-    monkeypatch.setattr(train_job, "build_trainer", keep)
     cfg = compose_config("train", [*BASE, *overrides], out, data_dir)
-    summary = train_job.train(cfg)
+    summary, built = train_keeping_the_run(cfg)
     assert summary["status"] == "completed"
     assert json.loads((out / "summary.json").read_text())["status"] == "completed"
-    return Run(built[0], summary, out, capsys.readouterr().out)
+    return Run(built.trainer, summary, out, capsys.readouterr().out)
 
 
 @pytest.mark.parametrize("name", list(WORKS))
 def test_a_common_override_works(name: str, tmp_path: Path, data_dir: Path,
-                                 monkeypatch: pytest.MonkeyPatch,
                                  capsys: pytest.CaptureFixture[str]) -> None:
     overrides, check = WORKS[name]
-    check(run_tiny(overrides, tmp_path / "run", data_dir, monkeypatch, capsys))
+    check(run_tiny(overrides, tmp_path / "run", data_dir, capsys))
 
 
 def test_a_trainer_key_the_config_lacks_names_the_plus_fix(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from helpers import CONF, ROOT, TINY, compose_config
+from helpers import CONF, ROOT, TINY, compose_config, train_keeping_the_run
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import Tensor, nn
@@ -322,23 +322,14 @@ def test_plateau_follows_the_error_not_the_loss(tmp_path: Path) -> None:
 
 
 def test_a_run_wires_the_schedule_and_the_checkpoint_to_val_top1_err(
-    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, data_dir: Path
 ) -> None:
     """What src/train.py builds: the trainer's scheduler and checkpoint monitors."""
-    built: list[L.Trainer] = []
-    build_trainer = train_job.build_trainer
-
-    def keep(*args: Any, **kwargs: Any) -> L.Trainer:
-        built.append(build_trainer(*args, **kwargs))
-        return built[-1]
-
-    monkeypatch.setattr(train_job, "build_trainer", keep)
     cfg = compose_config(
         "train", [*TINY, "scheduler=plateau", "trainer.fast_dev_run=true", "test=false"],
         tmp_path, data_dir,
     )
-    train_job.train(cfg)
-    (trainer,) = built
+    trainer = train_keeping_the_run(cfg)[1].trainer
     (scheduler,) = trainer.lr_scheduler_configs
     assert isinstance(scheduler.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
     assert scheduler.monitor == "val/top1_err" and scheduler.scheduler.mode == "min"

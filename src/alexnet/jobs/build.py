@@ -45,7 +45,7 @@ def configured_callbacks(cfg: DictConfig, logged: bool = True) -> list[L.Callbac
     trainer = cfg.get("trainer") or {}
     if trainer.get("enable_progress_bar", True) is False:
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    if trainer.get("enable_checkpointing", True) is False:
+    if not checkpointing(cfg):
         callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
     if not logged:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
