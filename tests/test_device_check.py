@@ -4,20 +4,27 @@ is known to work before a GPU is lent."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
+import pytest
 from helpers import ROOT
 
 sys.path.insert(0, str(ROOT / "src"))
+from alexnet.device_check import carry  # noqa: E402
 from device_check import ARCHIVES  # noqa: E402
 
 
 def test_smoke_runs_every_step(tmp_path: Path) -> None:
-    out = tmp_path / "check"
+    out, outbox = tmp_path / "check", tmp_path / "outbox"
+    # With $OUT set, as on a device machine, whose $OUT returns at most 8 files, 2 folders deep.
     result = subprocess.run([sys.executable, str(ROOT / "src" / "device_check.py"), "--smoke",
-                             "--out", str(out)], capture_output=True, text=True, timeout=900)
+                             "--out", str(out)], capture_output=True, text=True, timeout=900,
+                            env={**os.environ, "OUT": str(outbox)})
     assert result.returncode == 0, result.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
     steps = results["steps"]
@@ -59,6 +66,14 @@ def test_smoke_runs_every_step(tmp_path: Path) -> None:
     assert "smoke" in readme and "| benchmark | passed |" in readme
     assert "| two_columns | passed |" in readme and "untested: NCCL between two GPUs" in readme
     assert not (out / "work").exists()
+    # Packed: the archive holds the folder as it stands (no scratch space), the record beside it.
+    assert sorted(p.name for p in outbox.iterdir()) == ["README.md", "device_check.tar.gz",
+                                                         "results.json"]
+    assert (outbox / "results.json").read_text() == (out / "results.json").read_text()
+    with tarfile.open(outbox / "device_check.tar.gz") as tar:
+        names = set(tar.getnames())
+    assert {"check/results.json", "check/README.md", "check/logs/benchmark.log"} <= names
+    assert not [n for n in names if n.startswith("check/work")]
 
 
 def test_only_some_steps_and_a_bad_step_name(tmp_path: Path) -> None:
@@ -71,3 +86,24 @@ def test_only_some_steps_and_a_bad_step_name(tmp_path: Path) -> None:
         "error: --only: unknown step 'warp'; the steps are tests, benchmark, pipeline, resume, "
         "two_columns, cifar10")
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_device_machine_gets_every_dependency_it_lacks() -> None:
+    """Every dependency of pyproject.toml is on the device image, carried as a wheel, or unused by
+    the check: a new dependency fails here until it is put in one of the three."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = {re.match(r"[A-Za-z0-9_.-]+", d).group(0).lower()
+             for d in [*project["dependencies"], *project["optional-dependencies"]["dev"]]}
+    sorted_out = {*carry.ON_THE_IMAGE, *carry.NOT_USED_BY_THE_CHECK, *carry.MISSING_THERE}
+    assert names - sorted_out == set()
+    assert not {*carry.ON_THE_IMAGE} & {*carry.MISSING_THERE}
+    # The command fits the device tool's 2,000 characters; what it carries is ignored by git (the
+    # tool carries ignored paths only) and sits where the command and the check look for it.
+    assert len(carry.DEVICE_COMMAND) <= 2000 and len(carry.CARRY) <= 8
+    assert f"{carry.WHEELS}/*.whl" in carry.DEVICE_COMMAND
+    ignored = subprocess.run(["git", "check-ignore", *carry.CARRY], cwd=ROOT, capture_output=True,
+                             text=True)
+    assert ignored.stdout.split() == carry.CARRY
+    assert ROOT / carry.ARCHIVE in ARCHIVES

@@ -1,0 +1,121 @@
+"""The device check's CIFAR-10 step: the paper's two CIFAR-10 experiments on the JPEG tree (Fig.
+1's study and Sec. 3.3's on a 60-epoch schedule), one process per arm and seed side by side on the
+one GPU until the budget is spent; every run that completes is a result (the studies are
+resumable, and their reports list what is missing). Then their reports and Fig. 1."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+from alexnet.device_check.runner import PYTHON, ROOT, Check, step_env
+from alexnet.names import BASELINE_ARM
+
+
+def extract_subset(archive: Path, out: Path, train_per_class: int | None = None,
+                   test_per_class: int | None = None) -> Path:
+    """Unpack the CIFAR-10 JPEG archive's ``CIFAR-10-images`` tree into ``out`` (the first N
+    images of every class of each split, all when None); returns the tree's root."""
+    wanted = {"train": train_per_class, "test": test_per_class}
+    taken: dict[tuple[str, str], int] = {}
+    root = out / "CIFAR-10-images"
+    with tarfile.open(archive) as tar:
+        for member in tar:
+            parts = Path(member.name).parts
+            if not member.isfile() or len(parts) != 4 or parts[1] not in wanted:
+                continue
+            key, limit = (parts[1], parts[2]), wanted[parts[1]]
+            if limit is not None and taken.get(key, 0) >= limit:
+                continue
+            taken[key] = taken.get(key, 0) + 1
+            target = root / parts[1] / parts[2] / parts[3]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(tar.extractfile(member).read())
+    return root
+
+
+
+def cifar10(check: Check, tree: Path | None) -> None:
+    """Prepare the tree, run both studies side by side until the budget is spent, then report."""
+    if tree is None:
+        check.record("cifar10", {"status": "skipped: no CIFAR-10 archive (--cifar)"})
+        return
+    work = check.work
+    prepared = work / "prepared" / "cifar10-folder"
+    record = check.run("cifar10_prepare", [PYTHON, "src/prepare.py", "data=cifar10_folder",
+                                           f"data.root={tree}", f"data.prepared_dir={prepared}"],
+                       120)
+    if record["status"] != "passed":
+        return
+    name = "fig1_cifar10_jpeg" + ("_smoke" if check.smoke else "_gpu")
+    common = [PYTHON, "src/train.py", "-m", "experiment=study_fig1_cifar10_jpeg",
+              f"data.prepared_dir={prepared}", "data.root=null", f"study.name={name}",
+              f"paths.log_dir={work / 'logs'}"]
+    if check.smoke:
+        common += ["trainer.max_epochs=1", "data.batch_size=40", "data.num_workers=0",
+                   "study.lrs=[0.004]", "trainer.accelerator=cpu"]
+    else:
+        common += ["data.num_workers=3"]
+    seeds = [1] if check.smoke else [1, 2]
+    jobs = [(f"seed{s}_{arm}", [*common, f"study.seeds=[{s}]", f"study.arms=[{arm}]"])
+            for s in seeds for arm in (BASELINE_ARM, "tanh")]
+    # Sec. 3.3 beside it: the 11% net with and without normalisation, 50 + 5 + 5 epochs.
+    sec33_name = "sec33_60ep_jpeg" + ("_smoke" if check.smoke else "_gpu")
+    sec33 = [PYTHON, "src/train.py", "-m", "experiment=study_sec33_jpeg",
+             f"data.prepared_dir={prepared}", "data.root=null", f"study.name={sec33_name}",
+             f"paths.log_dir={work / 'logs'}", "study.note='60 epochs, 50 + 5 + 5, of the "
+             "recipe 500 + 10 + 10; CIFAR-10 from its quality-75 JPEG copy'"]
+    if check.smoke:
+        sec33 += ["trainer.max_epochs=1", "scheduler.milestones=[1,2]", "data.batch_size=40",
+                  "data.num_workers=0", "trainer.accelerator=cpu"]
+    else:
+        sec33 += ["trainer.max_epochs=60", "scheduler.milestones=[50,55]", "data.num_workers=2"]
+    jobs += [(f"sec33_seed{s}_{arm}", [*sec33, f"study.seeds=[{s}]", f"study.arms=[{arm}]"])
+             for s in seeds for arm in (BASELINE_ARM, "no_lrn")]
+    started = time.monotonic()
+    limit = max(1.0, check.left() - (20 if check.smoke else 45))  # room for the reports
+    procs = []
+    for job, args in jobs:  # side by side on the one GPU: the net is small
+        log = open(check.out / "logs" / f"cifar10_{job}.log", "w")
+        procs.append((job, log, subprocess.Popen(args, cwd=ROOT, stdout=log,
+                                                 stderr=subprocess.STDOUT, env=step_env(),
+                                                 start_new_session=True)))
+    statuses = {}
+    for job, log, proc in procs:
+        try:
+            rc = proc.wait(timeout=max(1.0, limit - (time.monotonic() - started)))
+            statuses[job] = "passed" if rc == 0 else f"failed (exit {rc})"
+        except subprocess.TimeoutExpired:  # a stop request: the run in progress ends resumable
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+            statuses[job] = "stopped at the budget (completed runs kept)"
+        log.close()
+    check.record("cifar10_runs", {
+        "status": "; ".join(f"{j}: {s}" for j, s in statuses.items()),
+        "seconds": round(time.monotonic() - started, 1), "studies": [name, sec33_name]})
+    for study, step in ((name, "cifar10_fig1"), (sec33_name, "cifar10_sec33")):
+        sweep, studies = work / "logs" / "study" / study, check.out / "studies" / study
+        report = check.run(f"{step}_report", [PYTHON, "ablations/report.py", str(sweep)], 60)
+        if step == "cifar10_fig1":
+            check.run("cifar10_fig1_figure", [PYTHON, "src/figures.py", "fig1", str(sweep),
+                                              "--out", str(studies / "figure")], 60)
+        for summary in sweep.rglob("summary.json"):  # the results, without the checkpoints
+            target = studies / summary.relative_to(sweep)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(summary, target)
+        for file in ("report.md", "report.png"):
+            if (sweep / file).is_file():
+                shutil.copy2(sweep / file, studies / file)
+        report["completed_runs"] = sum(
+            json.loads(p.read_text()).get("status") in ("completed", "diverged")
+            for p in studies.rglob("summary.json"))
+        check.record(f"{step}_report", report)
