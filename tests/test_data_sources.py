@@ -20,7 +20,7 @@ from helpers import (
     write_loc_solution,
 )
 
-from alexnet.data import cifar10, sources, writer
+from alexnet.data import cifar10, imagenet, sources, writer
 from alexnet.data import preparation as preparing
 from alexnet.data.prepared import open_split
 from alexnet.exits import DataError
@@ -35,7 +35,7 @@ def labels_of(listing: sources.Listing, split: str) -> list[str]:
 
 def test_imagenet_val_in_class_folders(tmp_path: Path) -> None:
     truth = make_imagenet(tmp_path)
-    listing = sources.find_imagenet(tmp_path)
+    listing = imagenet.find_imagenet(tmp_path)
     assert listing.classes == WNIDS
     assert len(listing.files["train"]) == 6
     assert labels_of(listing, "train") == [Path(f).parent.name for f in listing.files["train"]]
@@ -51,7 +51,7 @@ def test_imagenet_flat_val_with_loc_solution(tmp_path: Path, base: str) -> None:
     write_loc_solution(tmp_path / "LOC_val_solution.csv", truth)
     (tmp_path / "LOC_synset_mapping.txt").write_text(
         "".join(f"{w} name {i}, other name\n" for i, w in enumerate(WNIDS)))
-    listing = sources.find_imagenet(tmp_path)
+    listing = imagenet.find_imagenet(tmp_path)
     assert [Path(f).name for f in listing.files["val"]] == [
         f"ILSVRC2012_val_{n:08d}.JPEG" for n in range(1, 7)]
     assert labels_of(listing, "val") == truth
@@ -69,7 +69,7 @@ def test_imagenet_flat_val_with_devkit(tmp_path: Path, packed: bool) -> None:
             tar.add(tmp_path / "kit" / "ILSVRC2012_devkit_t12", "ILSVRC2012_devkit_t12")
     else:
         (tmp_path / "kit" / "ILSVRC2012_devkit_t12").rename(root / "ILSVRC2012_devkit_t12")
-    listing = sources.find_imagenet(root)
+    listing = imagenet.find_imagenet(root)
     assert labels_of(listing, "val") == truth
     assert listing.class_names == [f"words of {w}" for w in WNIDS]
 
@@ -202,7 +202,7 @@ def test_cifar10_reader(tmp_path: Path, packed: bool) -> None:
 
 def test_missing_and_unset_root(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=f"data.root={tmp_path / 'nope'} does not exist"):
-        sources.find_imagenet(tmp_path / "nope")
+        imagenet.find_imagenet(tmp_path / "nope")
     with pytest.raises(DataError, match="data.root is not set"):
         sources.find_imagefolder(None)
     with pytest.raises(DataError, match="does not exist"):
@@ -212,28 +212,28 @@ def test_missing_and_unset_root(tmp_path: Path) -> None:
 def test_unknown_layouts(tmp_path: Path) -> None:
     (tmp_path / "readme.txt").write_text("hello")
     with pytest.raises(DataError, match=r"unknown layout .* expected ILSVRC-2012 as train/<wnid>"):
-        sources.find_imagenet(tmp_path)
+        imagenet.find_imagenet(tmp_path)
     with pytest.raises(DataError, match=r"unknown layout .* expected train/<class>/"):
         sources.find_imagefolder(tmp_path)
     with pytest.raises(DataError, match=r"unknown layout .* CIFAR-10's python batches"):
         cifar10.find_cifar10(tmp_path)
     (tmp_path / "ILSVRC2012_img_train.tar").write_bytes(b"")
     with pytest.raises(DataError, match="extract them first"):
-        sources.find_imagenet(tmp_path)
+        imagenet.find_imagenet(tmp_path)
 
 
 def test_imagenet_needs_wnid_folders(tmp_path: Path) -> None:
     write_image(tmp_path / "train" / "cats" / "a.jpg")
     write_image(tmp_path / "val" / "cats" / "a.jpg")
     with pytest.raises(DataError, match="not WordNet ids .*use data=imagefolder"):
-        sources.find_imagenet(tmp_path)
+        imagenet.find_imagenet(tmp_path)
 
 
 def test_train_and_val_with_different_classes(tmp_path: Path) -> None:
     make_imagenet(tmp_path)
     write_image(tmp_path / "val" / "n09999999" / "extra.JPEG")
     with pytest.raises(DataError, match="same classes.*only in val: n09999999"):
-        sources.find_imagenet(tmp_path)
+        imagenet.find_imagenet(tmp_path)
     with pytest.raises(DataError, match="same classes"):
         sources.find_imagefolder(tmp_path)
 
@@ -244,7 +244,7 @@ def test_empty_class_folder(tmp_path: Path) -> None:
     (tmp_path / "train" / "n01443537" / "n01443537_1.JPEG").unlink()
     empty = tmp_path / "train" / "n01443537"
     with pytest.raises(DataError, match=f"class folder {empty} is empty"):
-        sources.find_imagenet(tmp_path)
+        imagenet.find_imagenet(tmp_path)
 
 
 def test_ground_truth_that_does_not_match_the_images(tmp_path: Path) -> None:
@@ -253,29 +253,29 @@ def test_ground_truth_that_does_not_match_the_images(tmp_path: Path) -> None:
     write_loc_solution(csv_path, truth[:-1])  # the last image has no entry
     with pytest.raises(DataError, match=r"does not match .*1 of its 6 images have no entry "
                                         r"\(first: ILSVRC2012_val_00000006\)"):
-        sources.find_imagenet(tmp_path)
+        imagenet.find_imagenet(tmp_path)
     write_loc_solution(csv_path, [*truth, WNIDS[0]])  # an entry without an image
     with pytest.raises(DataError, match="lists 7 images, the folder holds 6"):
-        sources.find_imagenet(tmp_path)
+        imagenet.find_imagenet(tmp_path)
     write_loc_solution(csv_path, [*truth[:-1], "n09999999"])
     with pytest.raises(DataError, match="names classes that train/ does not have: n09999999"):
-        sources.find_imagenet(tmp_path)
+        imagenet.find_imagenet(tmp_path)
     csv_path.write_text("id,label\nx,y\n")
     with pytest.raises(DataError, match="expected the header ImageId,PredictionString"):
-        sources.find_imagenet(tmp_path)
+        imagenet.find_imagenet(tmp_path)
     csv_path.unlink()
     with pytest.raises(DataError, match="no ground truth was found: expected LOC_val_solution"):
-        sources.find_imagenet(tmp_path)
+        imagenet.find_imagenet(tmp_path)
 
 
 def test_devkit_ground_truth_that_does_not_match(tmp_path: Path) -> None:
     truth = make_imagenet(tmp_path, val="flat")
     write_devkit(tmp_path / "ILSVRC2012_devkit_t12", truth[:4])
     with pytest.raises(DataError, match="does not match .*2 of its 6 images have no entry"):
-        sources.find_imagenet(tmp_path)
+        imagenet.find_imagenet(tmp_path)
     (tmp_path / "val" / "ILSVRC2012_val_00000001.JPEG").rename(tmp_path / "val" / "renamed.JPEG")
     with pytest.raises(DataError, match="needs the original names"):
-        sources.find_imagenet(tmp_path)
+        imagenet.find_imagenet(tmp_path)
 
 
 def test_mixed_or_flat_val_where_folders_are_expected(tmp_path: Path) -> None:
@@ -284,7 +284,7 @@ def test_mixed_or_flat_val_where_folders_are_expected(tmp_path: Path) -> None:
         sources.find_imagefolder(tmp_path)
     write_image(tmp_path / "val" / WNIDS[0] / "x.JPEG")
     with pytest.raises(DataError, match="both class folders and 6 loose images"):
-        sources.find_imagenet(tmp_path)
+        imagenet.find_imagenet(tmp_path)
 
 
 def test_cifar10_bad_files(tmp_path: Path) -> None:
@@ -310,7 +310,7 @@ def test_unknown_source(tmp_path: Path) -> None:
 def test_read_loc_solution_takes_the_first_box_class(tmp_path: Path) -> None:
     path = tmp_path / "LOC_val_solution.csv"
     path.write_text("ImageId,PredictionString\nILSVRC2012_val_00000001,n01751748 1 2 3 4 \n")
-    assert sources.read_loc_solution(path) == {"ILSVRC2012_val_00000001": "n01751748"}
+    assert imagenet.read_loc_solution(path) == {"ILSVRC2012_val_00000001": "n01751748"}
 
 
 def test_the_registry_and_the_data_configs_agree() -> None:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from alexnet.data import cifar10, prepared, registry, sources, writer
+from alexnet.data import cifar10, imagenet, prepared, registry, sources, writer
 from alexnet.data.images import ImageFiles
 from alexnet.exits import DataError
 
@@ -40,7 +40,7 @@ def plan(
     if image_size < 8:
         raise DataError(f"data.image_size must be at least 8, got {image_size}")
     listing = (
-        sources.find_imagenet(root) if source == "imagenet"
+        imagenet.find_imagenet(root) if source == "imagenet"
         else sources.find_imagefolder(root, val_fraction, test_fraction)
     )
     splits = {
