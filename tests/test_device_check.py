@@ -107,3 +107,18 @@ def test_a_device_machine_gets_every_dependency_it_lacks() -> None:
                              text=True)
     assert ignored.stdout.split() == carry.CARRY
     assert ROOT / carry.ARCHIVE in ARCHIVES
+
+
+def test_a_reserved_share_is_kept_from_the_earlier_steps(tmp_path: Path) -> None:
+    """The CIFAR-10 studies come last: the share kept for them cuts an earlier step short, and the
+    step that releases it gets it."""
+    from alexnet.device_check.runner import Check
+
+    check = Check(tmp_path / "check", budget=30, smoke=True)
+    check.reserve(28)
+    sleep = [sys.executable, "-c", "import time; time.sleep(20)"]
+    assert check.run("early", sleep, 600)["status"] == "out of time after 2 s"
+    check.reserve(0)
+    assert check.left() > 20
+    assert json.loads((tmp_path / "check" / "results.json").read_text())["steps"]["early"][
+        "status"].startswith("out of time")

@@ -43,6 +43,7 @@ class Check:
     def __init__(self, out: Path, budget: float, smoke: bool, pack_to: Path | None = None) -> None:
         self.out, self.smoke, self.pack_to = out, smoke, pack_to
         self.deadline = time.monotonic() + budget
+        self.reserved = 0.0  # seconds at the budget's end that only a later step may spend
         self.results: dict[str, Any] = {"smoke": smoke, "started": datetime.now().isoformat(
             timespec="seconds"), "budget_s": budget, "steps": {}}
         (out / "logs").mkdir(parents=True, exist_ok=True)
@@ -54,7 +55,12 @@ class Check:
         return self.out / "work" if self.smoke else ROOT / "logs" / "device_check"
 
     def left(self) -> float:
-        return self.deadline - time.monotonic()
+        """Seconds the step in progress may still spend."""
+        return self.deadline - self.reserved - time.monotonic()
+
+    def reserve(self, seconds: float) -> None:
+        """Keep the budget's last ``seconds`` for a later step (which calls ``reserve(0)``)."""
+        self.reserved = seconds
 
     def record(self, name: str, record: dict[str, Any]) -> dict[str, Any]:
         """Keep a step's record and write everything out again."""
