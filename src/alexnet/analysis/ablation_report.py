@@ -103,7 +103,8 @@ def describe_setting(study: Study) -> str:
     return (
         f"{name}: {summary.get('num_classes')} classes{counts}; "
         f"images {data.get('image_size')} px, crops {data.get('crop_size')} px; {epochs}; "
-        f"{len(study.seeds)} seeds ({', '.join(map(str, study.seeds))}); {device}; "
+        f"{len(study.seeds)} seed{'s' if len(study.seeds) != 1 else ''} "
+        f"({', '.join(map(str, study.seeds))}); {device}; "
         f"torch {env.get('torch', '?')}; {commit}"
     )
 
