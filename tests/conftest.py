@@ -3,11 +3,16 @@ test files read. Plain helpers and constants are in helpers.py."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from helpers import TINY, compose_config
 from hydra.core.hydra_config import HydraConfig
+
+# The expected values of the tests are float32 ones: a CPU with AMX would otherwise run them in
+# bf16 (alexnet.training.speed.precision_choice). Subprocesses inherit it.
+os.environ["ALEXNET_CPU_FLAGS"] = ""
 
 
 @pytest.fixture(autouse=True)

@@ -19,6 +19,7 @@ Where each switch lives:
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,11 @@ CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo: native bf16 matri
 
 @functools.cache  # the config resolver asks on every resolution
 def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (Linux's /proc/cpuinfo; empty elsewhere)."""
+    """The CPU's feature flags (Linux's /proc/cpuinfo; empty elsewhere). ``ALEXNET_CPU_FLAGS``
+    (space-separated) stands in for them: the tests set it empty, so that their expected values,
+    float32 ones, hold on a CPU with AMX too."""
+    if "ALEXNET_CPU_FLAGS" in os.environ:
+        return frozenset(os.environ["ALEXNET_CPU_FLAGS"].split())
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
