@@ -5,6 +5,7 @@ shared tree is absent (a user's clone)."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +75,7 @@ def test_the_test_folder_is_the_test_split(cifar_tree: Path, prepared_cifar: Pat
     test, _ = open_split(prepared_cifar, "test")
     train_rows = {bytes(np.asarray(image)) for image in train}
     assert not any(bytes(np.asarray(image)) in train_rows for image in test)
+    assert stats["duplicates"] == []  # and the preparation's own check agrees
 
 
 def test_checkpoint_chosen_on_val_and_measured_on_test(prepared_cifar: Path,
@@ -87,6 +89,7 @@ def test_checkpoint_chosen_on_val_and_measured_on_test(prepared_cifar: Path,
     evaluation = summary["evaluation"]
     assert evaluation["test_split"] == "test" and evaluation["test_split_from"] == "test/"
     assert evaluation["test_independent"] is True
+    assert evaluation["test_copies_of_earlier_splits"] == 0
     assert evaluation["val_selects"] == ["the checkpoint tested (lowest val/top1_err)"]
     last_line = result.stdout.strip().splitlines()[-1]
     assert "(test split: test)" in last_line
@@ -102,6 +105,7 @@ def test_checkpoint_chosen_on_val_and_measured_on_test(prepared_cifar: Path,
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     record = json.loads(next((tmp_path / "eval" / "logs").rglob("summary.json")).read_text())
     assert record["evaluation"]["test_split"] == "test"
+    assert record["evaluation"]["test_copies_of_earlier_splits"] == 0
     assert record["final"]["test/top1_err"] == pytest.approx(summary["final"]["test/top1_err"])
     assert record["final"]["test/top1_err"] * 40 == pytest.approx(
         round(record["final"]["test/top1_err"] * 40))
@@ -172,3 +176,24 @@ def test_sec33_study_on_real_images_end_to_end(prepared_cifar: Path, tmp_path: P
     # Sec. 3.3's CIFAR-10 figures, not ILSVRC's: 13% without normalisation, 11% with, Δ +2.
     assert "| `no_lrn` | lrn (3.3) | 1 |" in text and "| +2 |" in text
     assert "(paper 11%)" not in text and "paper 11%" in text and "paper 13%" in text
+
+
+def test_the_last_line_counts_test_images_copied_from_training(prepared_cifar: Path,
+                                                                tmp_path: Path) -> None:
+    """stats.json's duplicates reach the run's record and its last line (a prepared copy whose
+    stats list two test images as copies; the rows themselves are untouched)."""
+    copied = tmp_path / "prepared"
+    shutil.copytree(prepared_cifar, copied)
+    stats = json.loads((copied / "stats.json").read_text())
+    stats["duplicates"] = [{"split": "test", "path": f"test/x/{i}.jpg",
+                            "same_as": {"split": "train", "path": f"train/x/{i}.jpg"}}
+                           for i in range(2)]
+    (copied / "stats.json").write_text(json.dumps(stats))
+    args = ["experiment=cifar10_13pct", "data=cifar10_folder", f"data.prepared_dir={copied}",
+            "data.root=null", "trainer.max_epochs=1", "data.batch_size=50", *FAST]
+    result = run_entry_point("train.py", args, tmp_path, tmp_path / "data")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(next((tmp_path / "logs").rglob("summary.json")).read_text())
+    assert summary["evaluation"]["test_copies_of_earlier_splits"] == 2
+    assert ("(test split: test); 2 test images are copies of training or val images"
+            in result.stdout.strip().splitlines()[-1])

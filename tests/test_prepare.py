@@ -241,3 +241,52 @@ def test_prepare_command(tmp_path: Path) -> None:
     lines = missing.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert lines[0].endswith(f"data.root={tmp_path / 'nope'} does not exist")
+
+
+def test_copies_across_splits_are_listed_and_named(tmp_path: Path) -> None:
+    """A val or test image that decodes to exactly an image of train (or a test image to one of
+    val) is listed under ``duplicates``, once, with the image it copies; copies within a split
+    and files that cannot be decoded are not."""
+    rng = np.random.default_rng(5)
+    src = tmp_path / "src"
+
+    def noise(path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(path)
+        return path
+
+    def copy(original: Path, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(original.read_bytes())
+
+    for split, count in (("train", 3), ("val", 2), ("test", 2)):
+        for name in ("cat", "dog"):
+            for i in range(count):
+                noise(src / split / name / f"{i}.png")
+    copy(src / "train/cat/1.png", src / "val/cat/v.png")  # val copies train
+    copy(src / "train/cat/1.png", src / "test/dog/t.png")  # test copies train (another class)
+    copy(src / "val/dog/0.png", src / "test/dog/u.png")  # test copies val
+    copy(src / "train/dog/0.png", src / "train/dog/again.png")  # within train: not listed
+    for split in ("train", "test"):  # undecodable in both: zeros, not copies
+        (src / split / "cat" / "broken.png").write_bytes(b"not an image")
+    result = writer.write(preparing.plan("imagefolder", src, tmp_path / "out", 16), workers=1,
+                          chunk_size=2, progress=False)
+    found = sorted((d["split"], Path(d["path"]).relative_to(src).as_posix(),
+                    d["same_as"]["split"], Path(d["same_as"]["path"]).relative_to(src).as_posix())
+                   for d in result.stats["duplicates"])
+    assert found == [("test", "test/dog/t.png", "train", "train/cat/1.png"),
+                     ("test", "test/dog/u.png", "val", "val/dog/0.png"),
+                     ("val", "val/cat/v.png", "train", "train/cat/1.png")]
+    assert prepared.load_stats(tmp_path / "out")["duplicates"] == result.stats["duplicates"]
+    text = preparing.describe(result, "imagefolder")
+    assert "warning: 3 images decode to exactly an image of another split (1 test as train, " \
+           "1 test as val, 1 val as train" in text
+    assert "test/dog/t.png" in text or "test/dog/u.png" in text or "val/cat/v.png" in text
+
+    # A tree without copies says nothing, and records an empty list (not a missing key).
+    for path in (src / "val/cat/v.png", src / "test/dog/t.png", src / "test/dog/u.png"):
+        path.unlink()
+    clean = writer.write(preparing.plan("imagefolder", src, tmp_path / "clean", 16), workers=1,
+                         progress=False)
+    assert clean.stats["duplicates"] == []
+    assert "warning" not in preparing.describe(clean, "imagefolder")

@@ -186,6 +186,15 @@ class PreparedDataModule(L.LightningDataModule):
             self.stats = self.load_stats()
         return dict(self.stats.get("splits") or {})
 
+    def copies_in(self, split: str) -> int | None:
+        """How many images of ``split`` decode to exactly an image of an earlier split (train,
+        or val for test): stats.json's ``duplicates``; None for data prepared before the check."""
+        if self.stats is None:
+            self.stats = self.load_stats()
+        if "duplicates" not in self.stats:
+            return None
+        return len({d["path"] for d in self.stats["duplicates"] if d["split"] == split})
+
     @property
     def num_classes(self) -> int:
         if self.stats is None:

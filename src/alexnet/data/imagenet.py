@@ -22,6 +22,7 @@ import numpy as np
 
 from alexnet.data.registry import SOURCES
 from alexnet.data.sources import (
+    FolderWalk,
     Listing,
     check_root,
     class_tree,
@@ -201,7 +202,8 @@ def find_imagenet(root: str | os.PathLike | None) -> Listing:
     root = check_root(root, SOURCES["imagenet"].title)
     base = _imagenet_base(root)
     train_dir = base / "train"
-    classes, train_files, train_labels = class_tree(train_dir)
+    walk = FolderWalk()
+    classes, train_files, train_labels = class_tree(train_dir, walk)
     not_wnids = [c for c in classes if not WNID.fullmatch(c)]
     if not_wnids:
         raise DataError(
@@ -221,7 +223,7 @@ def find_imagenet(root: str | os.PathLike | None) -> Listing:
                 f"{val_dir} holds both class folders and {len(loose)} loose images "
                 f"(e.g. {Path(loose[0]).name}): expected one or the other"
             )
-        val_classes, val_files, val_labels = class_tree(val_dir)
+        val_classes, val_files, val_labels = class_tree(val_dir, walk)
         same_classes(train_dir, classes, val_dir, val_classes)
         description["layout"] = "train/<wnid>/ and val/<wnid>/"
     elif loose:
@@ -230,6 +232,7 @@ def find_imagenet(root: str | os.PathLike | None) -> Listing:
         description |= {"layout": "train/<wnid>/ and flat val/", "val_labels": origin}
     else:
         raise DataError(f"{val_dir} holds no images: expected val/<wnid>/*.JPEG or val/*.JPEG")
+    walk.check_links()
     return Listing(
         classes=classes,
         files={"train": train_files, "val": val_files},

@@ -4,6 +4,7 @@ check the layout, then write the prepared format (``writer``)."""
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -105,4 +106,15 @@ def describe(result: writer.Result, source: str) -> str:
     if stats["skipped"]:
         lines.append(f"{len(stats['skipped'])} files could not be decoded and were skipped "
                      f"(listed under 'skipped' in stats.json), e.g. {stats['skipped'][0]['path']}")
+    duplicates = stats.get("duplicates") or []
+    if duplicates:
+        pairs = Counter(f"{d['split']} as {d['same_as']['split']}" for d in duplicates)
+        first = duplicates[0]
+        lines.append(
+            f"warning: {len(duplicates)} "
+            + ("image decodes" if len(duplicates) == 1 else "images decode")
+            + " to exactly an image of another split ("
+            + ", ".join(f"{n} {pair}" for pair, n in sorted(pairs.items()))
+            + f"; listed under 'duplicates' in stats.json), e.g. {first['path']} = "
+            f"{first['same_as']['path']}: an error measured on them measures memory")
     return "\n".join(lines)

@@ -282,9 +282,12 @@ def complete(
     skipped: Iterable[dict[str, Any]] = (),
     class_names: Sequence[str] | None = None,
     origins: dict[str, str] | None = None,
+    duplicates: Iterable[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     """Write the mean image and ``stats.json`` into a fully written ``work_dir``; returns the
-    stats. ``stats.json`` comes last: its presence is what makes a directory complete."""
+    stats. ``stats.json`` comes last: its presence is what makes a directory complete.
+    ``duplicates``: the val and test images that decode to exactly an image of an earlier split
+    (writer.py)."""
     counts = {}
     for split in SPLITS:
         if labels_path(work_dir, split).is_file():
@@ -306,6 +309,7 @@ def complete(
         "mean_image_file": MEAN_IMAGE_FILE,
         "source": source,
         "skipped": list(skipped),
+        "duplicates": list(duplicates),
     }
     write_json_atomic(work_dir / STATS_FILE, stats)
     return stats

@@ -9,6 +9,9 @@ python batches in :mod:`alexnet.data.cifar10`.
   class: val when there is no val/, and a test split too when there is neither val/ nor test/.
   A train/ + val/ tree has no test split (as ILSVRC-2012): runs then measure test/* on val.
 
+Trees are listed following symbolic links, each real folder and file once (:class:`FolderWalk`):
+an image reached twice would sit in two classes or two splits.
+
 Every mistake raises DataError naming the path and what was expected.
 """
 
@@ -62,27 +65,75 @@ def subdirs(folder: Path) -> list[os.DirEntry]:
     )
 
 
-def _image_files(folder: Path) -> list[str]:
-    """Image files below ``folder`` (recursively, as torchvision's ImageFolder), sorted."""
-    found = []
-    for parent, dirs, names in os.walk(folder, followlinks=True):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [os.path.join(parent, n) for n in names if is_image_file(n)]
-    return sorted(found)
+class FolderWalk:
+    """Lists the image files below folders (recursively, as torchvision's ImageFolder, following
+    symbolic links), each real folder and file once across every folder it is asked for. A folder
+    reached a second time (a link loop such as ``cat/up -> ..``, two links to one folder, a
+    ``test/`` linked to ``train/``) or a file linked from a second place would put the same images
+    in two classes or two splits, or count them many times over: a DataError names both paths.
+    Hard links are not followed up (``os.stat`` of every file would slow large trees)."""
+
+    def __init__(self) -> None:
+        self.folders: dict[str, str] = {}  # real path -> the path it was first listed under
+        self.links: dict[str, str] = {}  # real path of a linked file -> the link
+
+    def images(self, folder: Path) -> list[str]:
+        found: list[str] = []
+        self._visit(str(folder), found)
+        return sorted(found)
+
+    def _visit(self, path: str, found: list[str]) -> None:
+        real = os.path.realpath(path)
+        if real in self.folders:
+            raise DataError(
+                f"{path} is {self.folders[real]} again (a symbolic link): its images would be "
+                f"counted twice; remove the link, or copy the folder if it belongs in both places"
+            )
+        self.folders[real] = path
+        with os.scandir(path) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir():
+                    self._visit(entry.path, found)
+                elif entry.is_file() and is_image_file(entry.name):
+                    if entry.is_symlink():
+                        self._link(entry.path)
+                    found.append(entry.path)
+
+    def _link(self, path: str) -> None:
+        real = os.path.realpath(path)
+        first = self.links.setdefault(real, path)
+        if first != path:
+            raise DataError(f"{path} and {first} link to the same file ({real}): one image "
+                            f"has one class and one split")
+
+    def check_links(self) -> None:
+        """After every folder is listed: no linked file may be a file listed in its own right."""
+        for real, link in self.links.items():
+            folder, name = os.path.split(real)
+            if folder in self.folders and is_image_file(name) and not name.startswith("."):
+                shown = os.path.join(self.folders[folder], name)
+                raise DataError(f"{link} links to {shown}, which is listed itself: one image has "
+                                f"one class and one split")
 
 
 def loose_images(folder: Path) -> list[str]:
     return sorted(e.path for e in os.scandir(folder) if e.is_file() and is_image_file(e.name))
 
 
-def class_tree(folder: Path) -> tuple[list[str], list[str], np.ndarray]:
-    """(classes, files, labels) of a ``<class>/<images>`` folder."""
+def class_tree(folder: Path, walk: FolderWalk | None = None
+               ) -> tuple[list[str], list[str], np.ndarray]:
+    """(classes, files, labels) of a ``<class>/<images>`` folder; ``walk`` shared by the trees of
+    one source, so that no image is listed twice across them."""
+    own_walk = walk is None
+    walk = walk or FolderWalk()
     classes = [e.name for e in subdirs(folder)]
     if not classes:
         raise DataError(f"{folder} has no class folders: expected {folder}/<class>/<images>")
     files, labels = [], []
     for label, name in enumerate(classes):
-        images = _image_files(folder / name)
+        images = walk.images(folder / name)
         if not images:
             raise DataError(
                 f"class folder {folder / name} is empty: expected image files "
@@ -90,6 +141,8 @@ def class_tree(folder: Path) -> tuple[list[str], list[str], np.ndarray]:
             )
         files += images
         labels += [label] * len(images)
+    if own_walk:
+        walk.check_links()
     return classes, files, np.asarray(labels, dtype=np.int64)
 
 
@@ -146,8 +199,9 @@ def find_imagefolder(root: str | os.PathLike | None, val_fraction: float | None 
     if (val_dir or test_dir) and not train_dir.is_dir():
         raise DataError(f"{root} has {(val_dir or test_dir).name}/ but no train/: expected "
                         f"train/<class>/ beside it")
+    walk = FolderWalk()
     if train_dir.is_dir() and (val_dir or test_dir):
-        classes, train_files, train_labels = class_tree(train_dir)
+        classes, train_files, train_labels = class_tree(train_dir, walk)
         files, labels = {}, {}
         origins = {"train": "train/"}
         for split, folder in (("val", val_dir), ("test", test_dir)):
@@ -158,7 +212,7 @@ def find_imagefolder(root: str | os.PathLike | None, val_fraction: float | None 
                     f"{folder} holds images without class folders: expected {folder}/<class>/ "
                     f"(for ILSVRC-2012's flat val/ use data=imagenet)"
                 )
-            split_classes, files[split], labels[split] = class_tree(folder)
+            split_classes, files[split], labels[split] = class_tree(folder, walk)
             same_classes(train_dir, classes, folder, split_classes, split)
             origins[split] = f"{folder.name}/"
         layout = " and ".join(f"{origins[s]}<class>/" for s in ("train", "val", "test")
@@ -175,6 +229,7 @@ def find_imagefolder(root: str | os.PathLike | None, val_fraction: float | None 
             layout += f", {fraction:g} of train/ held out for val"
             description["val_fraction"] = fraction
         description["layout"] = layout
+        walk.check_links()
         return Listing(
             classes=classes,
             files={"train": train_files, **files},
@@ -196,7 +251,8 @@ def find_imagefolder(root: str | os.PathLike | None, val_fraction: float | None 
             f"data.test_fraction must be between 0 and 1 - data.val_fraction ({1 - fraction:g}), "
             f"got {test_fraction}"
         )
-    classes, files, labels = class_tree(tree)
+    classes, files, labels = class_tree(tree, walk)
+    walk.check_links()
     held, tested = hold_out(labels, fraction, test_fraction)
     kept = ~(held | tested)
     name = "train/" if tree == train_dir else "the tree"

@@ -7,6 +7,9 @@ are done, together with the exact pixel sums of the training chunks, in ``progre
 there: a chunk that was being written is simply written again. When every chunk is done, the
 statistics are derived from the sums, ``stats.json`` is written last, and the directory is renamed
 to its final name, so that a killed prepare never leaves a directory that looks complete.
+
+Each written row is also hashed, and the digests kept with the progress, so that copies across
+splits are found once every row is written (:mod:`alexnet.data.duplicates`).
 """
 
 from __future__ import annotations
@@ -26,12 +29,15 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
-from alexnet.data import prepared
+from alexnet.data import duplicates, prepared
 from alexnet.data.prepared import PixelSums
 from alexnet.exits import DataError
 
 PLAN_FILE = "plan.json"
 PROGRESS_FILE = "progress.npz"
+# What progress.npz holds; part of the fingerprint, so that an interrupted prepare of an older
+# version starts over instead of resuming with records it lacks (2: the row digests).
+PROGRESS_VERSION = 2
 
 
 class RowReader(Protocol):
@@ -68,7 +74,8 @@ class Job:
 
     def fingerprint(self, chunk_size: int) -> str:
         digest = hashlib.sha256()
-        head = [prepared.FORMAT_VERSION, self.image_size, chunk_size, self.classes, self.source]
+        head = [prepared.FORMAT_VERSION, PROGRESS_VERSION, self.image_size, chunk_size,
+                self.classes, self.source]
         digest.update(json.dumps(head, sort_keys=True, default=str).encode())
         for name, split in sorted(self.splits.items()):
             digest.update(name.encode())
@@ -118,7 +125,9 @@ def _write_rows(path: str, offset: int, data: memoryview) -> None:
         data, offset = data[written:], offset + written
 
 
-def _run_chunk(task: tuple[str, int]) -> tuple[str, int, dict | None, list[tuple[int, str]]]:
+def _run_chunk(
+    task: tuple[str, int],
+) -> tuple[str, int, dict | None, list[tuple[int, str]], np.ndarray]:
     split, index = task
     target = _TARGETS[split]
     start = index * target.chunk_size
@@ -137,29 +146,34 @@ def _run_chunk(task: tuple[str, int]) -> tuple[str, int, dict | None, list[tuple
             if row not in failed:
                 chunk_sums.add(image)
         sums = chunk_sums.state()
-    return split, index, sums, failures
+    return split, index, sums, failures, duplicates.row_digests(images)
 
 
 class _Progress:
-    """Which chunks are written, the training sums and the failures so far; saved atomically."""
+    """Which chunks are written, the training sums, the failures and the row digests so far;
+    saved atomically."""
 
-    def __init__(self, work: Path, chunks: dict[str, int], image_size: int) -> None:
+    def __init__(self, work: Path, chunks: dict[str, int], rows: dict[str, int],
+                 image_size: int) -> None:
         self.path = work / PROGRESS_FILE
         self.done = {split: np.zeros(n, dtype=bool) for split, n in chunks.items()}
+        self.digests = {split: np.zeros(n, dtype=np.uint64) for split, n in rows.items()}
         self.sums = PixelSums(image_size)
         self.failures: list[dict[str, Any]] = []
         if self.path.is_file():
             with np.load(self.path) as saved:
                 for split in self.done:
                     self.done[split][...] = saved[f"done_{split}"]
+                    self.digests[split][...] = saved[f"digests_{split}"]
                 self.sums = PixelSums.from_state(
                     {k: saved[k] for k in ("count", "sum_image", "sum_outer")}
                 )
                 self.failures = json.loads(str(saved["failures"]))
 
     def record(self, split: str, index: int, sums: dict | None,
-               failures: list[dict[str, Any]]) -> None:
+               failures: list[dict[str, Any]], start: int, digests: np.ndarray) -> None:
         self.done[split][index] = True
+        self.digests[split][start:start + len(digests)] = digests
         if sums is not None:
             self.sums.merge(PixelSums.from_state(sums))
         self.failures.extend(failures)
@@ -169,6 +183,7 @@ class _Progress:
         np.savez(
             tmp,
             **{f"done_{split}": done for split, done in self.done.items()},
+            **{f"digests_{split}": digests for split, digests in self.digests.items()},
             **self.sums.state(),
             failures=np.array(json.dumps(self.failures)),
         )
@@ -233,7 +248,8 @@ def write(
         return Result(stats=prepared.load_stats(root), images=0, workers=0, resumed=True,
                       seconds=time.perf_counter() - started)
     chunks = {name: -(-len(s.labels) // chunk_size) for name, s in job.splits.items()}
-    state = _Progress(work, chunks, job.image_size)
+    state = _Progress(work, chunks, {name: len(s.labels) for name, s in job.splits.items()},
+                      job.image_size)
     todo = [(name, i) for name, n in chunks.items() for i in range(n) if not state.done[name][i]]
     targets = {
         name: _Target(
@@ -277,12 +293,12 @@ def _run(job: Job, todo: list[tuple[str, int]], targets: dict[str, _Target], sta
             results = map(_run_chunk, todo)
         else:
             results = pool.imap_unordered(_run_chunk, todo)
-        for split, index, sums, failures in results:
+        for split, index, sums, failures, digests in results:
             reader = job.splits[split].reader
             state.record(split, index, sums, [
                 {"split": split, "row": row, "path": reader.describe(row), "error": message}
                 for row, message in failures
-            ])
+            ], index * targets[split].chunk_size, digests)
             rows_done += rows_in(split, index)
             bar.update(rows_in(split, index))
             if time.monotonic() - last_save >= save_every_s:
@@ -337,4 +353,9 @@ def _complete(job: Job, work: Path, state: _Progress, skipped: list[dict]) -> di
         skipped=[{k: f[k] for k in ("split", "path", "error")} for f in skipped],
         class_names=job.class_names,
         origins={name: split.origin for name, split in job.splits.items() if split.origin},
+        duplicates=duplicates.find(
+            state.digests,
+            failed={name: {f["row"] for f in skipped if f["split"] == name} for name in job.splits},
+            describe={name: split.reader.describe for name, split in job.splits.items()},
+        ),
     )

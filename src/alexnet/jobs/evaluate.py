@@ -71,7 +71,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         train_config=module.run_config,
         extra={"evaluation": {"test_split": datamodule.test_split,
                               "test_split_from": datamodule.split_origins().get(
-                                  datamodule.test_split, datamodule.test_split)}},
+                                  datamodule.test_split, datamodule.test_split),
+                              "test_copies_of_earlier_splits": datamodule.copies_in(
+                                  datamodule.test_split)}},
     )
     if trainer.is_global_zero:
         write_summary(out / "summary.json", summary)

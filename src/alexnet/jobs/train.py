@@ -231,6 +231,8 @@ def evaluation_record(datamodule: Any, trainer: L.Trainer,
         "val_split_from": origins.get("val", "val"),
         "val_selects": selects,
         "test_independent": test_split != "val" or not selects,
+        # test images that are copies of training (or val) images: stats.json's duplicates
+        "test_copies_of_earlier_splits": datamodule.copies_in(test_split),
     }
 
 

@@ -186,6 +186,9 @@ def final_line(summary: dict[str, Any]) -> str:
                     f"{' and '.join(evaluation['val_selects'])}: no independent test split)"
                     if evaluation.get("test_independent") is False
                     else f" (test split: {evaluation['test_split']}{last})")
+        if evaluation.get("test_copies_of_earlier_splits"):
+            metrics += (f"; {evaluation['test_copies_of_earlier_splits']} test images are copies"
+                        f" of training or val images (stats.json 'duplicates')")
     line = f"{head}: {metrics} -> {summary['output_dir']}" if metrics else (
         f"{head} -> {summary['output_dir']}")
     if summary.get("resume"):
