@@ -408,6 +408,19 @@ def test_links_to_folders_and_files_outside_the_tree_are_followed(tmp_path: Path
         + ["test/cat/0.jpg", "test/dog/0.jpg"])
 
 
+def test_a_link_to_nothing_is_listed_and_then_named_as_unreadable(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    _two_class_tree(root)
+    _link(root, "train/cat/gone.jpg", tmp_path / "deleted.jpg")
+    listing = sources.find_imagefolder(root, val_fraction=0.2)
+    every = [f for split in ("train", "val", "test") for f in listing.files[split]]
+    assert str(root / "train/cat/gone.jpg") in every
+    job = preparing.plan("imagefolder", root, tmp_path / "out", 16, val_fraction=0.2)
+    stats = writer.write(job, workers=1, progress=False).stats
+    assert [(s["path"], s["error"].split(":")[0]) for s in stats["skipped"]] == [
+        (str(root / "train/cat/gone.jpg"), "FileNotFoundError")]
+
+
 def test_an_imagenet_val_class_linked_to_its_train_class(tmp_path: Path) -> None:
     make_imagenet(tmp_path)
     val = tmp_path / "val" / WNIDS[0]

@@ -96,7 +96,9 @@ class FolderWalk:
                     continue
                 if entry.is_dir():
                     self._visit(entry.path, found)
-                elif entry.is_file() and is_image_file(entry.name):
+                elif is_image_file(entry.name) and (entry.is_file() or entry.is_symlink()):
+                    # A link to nothing is listed too: the writer names it among the files
+                    # that could not be read, rather than it vanishing from the count.
                     if entry.is_symlink():
                         self._link(entry.path)
                     found.append(entry.path)
