@@ -41,8 +41,9 @@ SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sam
 
 
 def build_image_folder(images: Path, out: Path, count: int | None) -> int:
-    """train/<class>/ and val/<class>/ of links to the JPEGs (the class is the name's part
-    before the first underscore, as in the sample's ``<wnid>_<label>.JPEG``)."""
+    """train/<class>/ of links to the JPEGs and val/<class>/ of copies of them (the class is the
+    name's part before the first underscore, as in the sample's ``<wnid>_<label>.JPEG``). Copies,
+    since preparation refuses one file reached from two splits through links."""
     files = sorted(p for p in images.iterdir() if is_image_file(p.name))[:count]
     if not files:
         raise SystemExit(f"error: no images in {images}")
@@ -50,7 +51,10 @@ def build_image_folder(images: Path, out: Path, count: int | None) -> int:
         for path in files:
             folder = out / split / path.name.split("_")[0]
             folder.mkdir(parents=True, exist_ok=True)
-            (folder / path.name).symlink_to(path.resolve())
+            if split == "train":
+                (folder / path.name).symlink_to(path.resolve())
+            else:
+                shutil.copyfile(path, folder / path.name)
     return len(files)
 
 
