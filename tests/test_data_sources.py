@@ -428,3 +428,18 @@ def test_an_imagenet_val_class_linked_to_its_train_class(tmp_path: Path) -> None
     val.symlink_to(tmp_path / "train" / WNIDS[0])
     with pytest.raises(DataError, match=rf"val/{WNIDS[0]} is \S+/train/{WNIDS[0]} again"):
         imagenet.find_imagenet(tmp_path)
+
+
+def test_a_folder_that_cannot_be_listed_is_named(tmp_path: Path, monkeypatch) -> None:
+    root = tmp_path / "tree"
+    _two_class_tree(root)
+    real_scandir = sources.os.scandir
+
+    def scandir(path):  # as for a folder without read permission (tests may run as root)
+        if str(path).endswith("train/dog"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(sources.os, "scandir", scandir)
+    with pytest.raises(DataError, match=r"cannot list \S+/train/dog: Permission denied"):
+        sources.find_imagefolder(root)

@@ -90,18 +90,22 @@ class FolderWalk:
                 f"counted twice; remove the link, or copy the folder if it belongs in both places"
             )
         self.folders[real] = path
-        with os.scandir(path) as entries:
-            for entry in sorted(entries, key=lambda e: e.name):
-                if entry.name.startswith("."):
-                    continue
-                if entry.is_dir():
-                    self._visit(entry.path, found)
-                elif is_image_file(entry.name) and (entry.is_file() or entry.is_symlink()):
-                    # A link to nothing is listed too: the writer names it among the files
-                    # that could not be read, rather than it vanishing from the count.
-                    if entry.is_symlink():
-                        self._link(entry.path)
-                    found.append(entry.path)
+        try:
+            with os.scandir(path) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as err:  # unreadable folder: named, not skipped with its images
+            raise DataError(f"cannot list {path}: {err.strerror or err}") from None
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                self._visit(entry.path, found)
+            elif is_image_file(entry.name) and (entry.is_file() or entry.is_symlink()):
+                # A link to nothing is listed too: the writer names it among the files
+                # that could not be read, rather than it vanishing from the count.
+                if entry.is_symlink():
+                    self._link(entry.path)
+                found.append(entry.path)
 
     def _link(self, path: str) -> None:
         real = os.path.realpath(path)
