@@ -193,7 +193,7 @@ class PreparedDataModule(L.LightningDataModule):
             self.stats = self.load_stats()
         if "duplicates" not in self.stats:
             return None
-        return len({d["path"] for d in self.stats["duplicates"] if d["split"] == split})
+        return sum(d["split"] == split for d in self.stats["duplicates"])
 
     @property
     def num_classes(self) -> int:

@@ -128,12 +128,10 @@ def loose_images(folder: Path) -> list[str]:
     return sorted(e.path for e in os.scandir(folder) if e.is_file() and is_image_file(e.name))
 
 
-def class_tree(folder: Path, walk: FolderWalk | None = None
-               ) -> tuple[list[str], list[str], np.ndarray]:
+def class_tree(folder: Path, walk: FolderWalk) -> tuple[list[str], list[str], np.ndarray]:
     """(classes, files, labels) of a ``<class>/<images>`` folder; ``walk`` shared by the trees of
-    one source, so that no image is listed twice across them."""
-    own_walk = walk is None
-    walk = walk or FolderWalk()
+    one source, so that no image is listed twice across them (its ``check_links`` once they all
+    are)."""
     classes = [e.name for e in subdirs(folder)]
     if not classes:
         raise DataError(f"{folder} has no class folders: expected {folder}/<class>/<images>")
@@ -147,8 +145,6 @@ def class_tree(folder: Path, walk: FolderWalk | None = None
             )
         files += images
         labels += [label] * len(images)
-    if own_walk:
-        walk.check_links()
     return classes, files, np.asarray(labels, dtype=np.int64)
 
 
