@@ -144,3 +144,19 @@ def test_bad_switch_is_a_user_error() -> None:
     with pytest.raises(UserError, match=r"^invalid configuration: speed.compile must be true"):
         with building("invalid configuration"):
             speed.speed_options({"speed": {"compile": "fast"}})
+
+
+@pytest.mark.parametrize("experiment", ["study_cpu", "study_fig1", "study_fig1_cifar10_jpeg",
+                                        "study_sec33_short", "study_sec33_short_jpeg"])
+def test_cpu_studies_stay_float32_on_a_cpu_with_amx(monkeypatch, tmp_path, data_dir,
+                                                     experiment: str) -> None:
+    """The committed CPU studies are float32: their presets pin it, so that rerunning one on a CPU
+    with AMX (where the automatic choice is bf16) reproduces them; the recipe itself keeps the
+    automatic choice."""
+    from helpers import compose_config
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(speed, "cpu_flags", lambda: {"avx512_bf16", "amx_bf16"})
+    assert compose_config("train", [], tmp_path, data_dir).trainer.precision == "bf16-mixed"
+    cfg = compose_config("train", [f"experiment={experiment}"], tmp_path, data_dir)
+    assert cfg.trainer.precision == "32-true"

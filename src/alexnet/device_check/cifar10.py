@@ -61,8 +61,8 @@ def cifar10(check: Check, tree: Path | None) -> None:
     if check.smoke:
         common += ["trainer.max_epochs=1", "data.batch_size=40", "data.num_workers=0",
                    "study.lrs=[0.004]", "trainer.accelerator=cpu"]
-    else:
-        common += ["data.num_workers=3"]
+    else:  # the preset pins float32 for its CPU results; on the GPU bf16 is where the speed is
+        common += ["data.num_workers=3", "trainer.precision=bf16-mixed"]
     seeds = [1] if check.smoke else [1, 2]
     jobs = [(f"seed{s}_{arm}", [*common, f"study.seeds=[{s}]", f"study.arms=[{arm}]"])
             for s in seeds for arm in (BASELINE_ARM, "tanh")]
