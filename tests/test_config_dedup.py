@@ -91,6 +91,24 @@ def test_the_base_data_config_holds_what_the_paper_gives(tmp_path: Path) -> None
     }
 
 
+@pytest.mark.parametrize("name", ["sgd_paper", "torch_sgd"])
+def test_both_optimizers_take_the_papers_hyper_parameters_from_one_base(name: str,
+                                                                        tmp_path: Path) -> None:
+    """The paper's lr, momentum and weight decay (Sec. 5) and the group settings are stated once,
+    in conf/optimizer/_base.yaml; each optimizer names its builder and what only it has."""
+    assert parents("optimizer", name) == ["_base"], name
+    assert not restated(own("optimizer", name), inherited("optimizer", name)), name
+    assert set(own("optimizer", name)) == {"sgd_paper": {"_target_", "fused"},
+                                           "torch_sgd": {"_target_"}}[name]
+    optimizer = resolved(["experiment=none", f"optimizer={name}"], tmp_path)["optimizer"]
+    assert {k: optimizer[k] for k in ("lr", "momentum", "weight_decay", "decay_biases",
+                                       "bias_lr_mult", "_partial_")} == {
+        "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "decay_biases": False,
+        "bias_lr_mult": 1.0, "_partial_": True}
+    builder = {"sgd_paper": "paper_sgd", "torch_sgd": "torch_sgd"}[name]
+    assert optimizer["_target_"] == f"alexnet.training.optim.{builder}"
+
+
 @pytest.mark.parametrize("name", CALLBACK_OPTIONS)
 def test_every_callbacks_config_builds_on_the_base(name: str, tmp_path: Path) -> None:
     if name == "none":

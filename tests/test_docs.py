@@ -266,3 +266,20 @@ def test_links_between_the_pages_resolve() -> None:
     readme = (ROOT / "README.md").read_text()
     unlisted = [p.name for p in doc_files()[1:] if f"](docs/{p.name})" not in readme]
     assert not unlisted, f"README's Documentation does not list {unlisted}"
+
+
+def test_the_config_table_lists_every_option_of_every_group() -> None:
+    """docs/configuration.md's table of groups names each option under conf/GROUP/ (a base that
+    the options build on, ``_base.yaml``, is not one) and no option that is not there."""
+    table = {}
+    for group, options in re.findall(r"^\| `(\w+)` \| (.+?) \|", (ROOT / "docs" /
+                                     "configuration.md").read_text(), flags=re.M):
+        table[group] = set(re.findall(r"`(\w+)`", options))
+    conf = ROOT / "conf"
+    groups = {p.name for p in conf.iterdir() if p.is_dir() and p.name not in ("hydra", "ablation",
+                                                                              "paths")}
+    assert groups <= table.keys(), groups - table.keys()
+    wrong = {g: (on_disk ^ table[g]) for g in groups
+             if (on_disk := {p.stem for p in (conf / g).glob("*.yaml")
+                             if not p.stem.startswith("_")}) != table[g]}
+    assert not wrong, f"options missing from or wrongly in docs/configuration.md: {wrong}"
