@@ -1,6 +1,6 @@
 """The training recipe as configured: the paper's schedule, the optimizers, the experiments.
 
-The CIFAR-10 nets' recipes are tested in test_cifar_nets.py."""
+The CIFAR-10 nets' recipes are tested in test_cifar_recipes.py."""
 
 from __future__ import annotations
 
