@@ -6,7 +6,6 @@ import hydra
 from omegaconf import DictConfig
 
 from alexnet.exits import reports_user_errors, run_command
-from alexnet.jobs.evaluate import evaluate
 from alexnet.resolvers import register_resolvers
 
 register_resolvers()  # before Hydra composes the config
@@ -15,6 +14,8 @@ register_resolvers()  # before Hydra composes the config
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 @reports_user_errors
 def main(cfg: DictConfig) -> None:
+    from alexnet.jobs.evaluate import evaluate  # torch and Lightning: once the config has composed
+
     evaluate(cfg)
 
 

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from alexnet import exits
 from alexnet.data import preparation, prepared, registry, synthetic, writer
 from alexnet.exits import DataError, UserError, building, reports_user_errors, run_command
+from alexnet.jobs.checks import check_values_resolve
 from alexnet.resolvers import register_resolvers
 
 register_resolvers()  # before Hydra composes the config
@@ -22,6 +23,7 @@ register_resolvers()  # before Hydra composes the config
 @hydra.main(version_base="1.3", config_path="../conf", config_name="prepare")
 @reports_user_errors
 def main(cfg: DictConfig) -> None:
+    check_values_resolve(cfg)
     data = cfg.data
     source = data.get("source")
     if registry.is_built_in(data):  # drawn, not read from the user's files

@@ -6,7 +6,6 @@ import hydra
 from omegaconf import DictConfig
 
 from alexnet.exits import reports_user_errors, run_command
-from alexnet.jobs.train import train
 from alexnet.names import VAL_TOP1
 from alexnet.resolvers import register_resolvers
 
@@ -16,6 +15,8 @@ register_resolvers()  # before Hydra composes the config
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 @reports_user_errors
 def main(cfg: DictConfig) -> float | None:
+    from alexnet.jobs.train import train  # torch and Lightning: once the config has composed
+
     summary = train(cfg)
     return summary["final"].get(VAL_TOP1)  # the value a Hydra sweeper optimises
 

@@ -90,6 +90,12 @@ CASES = [
     Case("crop_larger_than_image", "train", ["data.crop_size=99"],
          "error: invalid configuration: data.crop_size must be between 1 and "
          "data.image_size=80, got 99", 2),
+    Case("interpolation_of_nothing", "train", ["optimizer.lr=${{nope}}"],
+         "error: invalid configuration: optimizer.lr: Interpolation key 'nope' not found", 2),
+    Case("value_left_missing", "train", ["data.mean=???"],
+         "error: invalid configuration: data.mean has no value (???): give data.mean=VALUE", 2),
+    Case("prepare_interpolation_of_nothing", "prepare", ["data=imagefolder", "data.root=${{nope}}"],
+         "error: invalid configuration: data.root: Interpolation key 'nope' not found", 2),
     Case("eval_without_checkpoint", "eval", [],
          "error: no checkpoint given: python src/eval.py ckpt_path=PATH/TO/FILE.ckpt", 2),
     # -- checkpoints ---------------------------------------------------------------------------

@@ -3,7 +3,8 @@ place (docs/long-runs.md, "Exit statuses"):
 
     0    completed
     1    failed: a crash, or a disk that cannot be written
-    2    a user error: a bad value, a missing or damaged file (one ``error:`` line says which)
+    2    a user error: a bad value, an unknown config option or key, a missing or damaged file
+         (one ``error:`` line says which)
     3    diverged: a non-finite training loss
     128 + N  interrupted by signal N, resumable: 130 SIGINT (Ctrl-C), 138 SIGUSR1, 140 SIGUSR2,
              143 SIGTERM
@@ -11,13 +12,15 @@ place (docs/long-runs.md, "Exit statuses"):
 ``UserError`` is a mistake in what the user asked for, ``DataError`` a dataset file that is missing
 or damaged (its message names the file); ``RunStopped`` and its kinds are runs that ended early on
 purpose. :func:`reports_user_errors` wraps every entry point; :func:`building` turns the errors of
-a build phase (configuration, data) into one ``UserError`` line.
+a build phase (configuration, data) into one ``UserError`` line; :func:`run_command` starts every
+entry point, with what Hydra meets before the project's code runs said in one line too.
 """
 
 from __future__ import annotations
 
 import errno
 import functools
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -26,7 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
+from hydra.errors import (
+    ConfigCompositionException,
+    InstantiationException,
+    MissingConfigException,
+    OverrideParseException,
+)
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
@@ -86,20 +94,83 @@ def one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
-def refuse_null_groups(argv: list[str], conf_dir: Path) -> None:
+def refuse_group_values(argv: list[str], conf_dir: Path) -> None:
     """``GROUP=null`` on the command line (``logger=null``) stops Hydra with a traceback of its
     own before any of the project's code runs: say in one line what removes a group instead, and
-    exit with status 2."""
+    exit with status 2. ``GROUP=_base`` names what a group's options build on (its values left at
+    ``???``), not an option: one line listing the options."""
     for arg in argv:
         key, sep, value = arg.partition("=")
         group = key.lstrip("+")
-        if not sep or value.strip().lower() != "null" or not (conf_dir / group).is_dir():
+        if not sep or not (conf_dir / group).is_dir():
             continue
-        instead = f"{group}=none or ~{group}" if (conf_dir / group / "none.yaml").is_file() else (
-            f"~{group}")
-        print(f"error: {arg}: a config group cannot be null; {instead} removes it",
-              file=sys.stderr)
-        sys.exit(USER_ERROR)
+        if value.strip().lower() == "null":
+            has_none = (conf_dir / group / "none.yaml").is_file()
+            instead = f"{group}=none or ~{group}" if has_none else f"~{group}"
+            print(f"error: {arg}: a config group cannot be null; {instead} removes it",
+                  file=sys.stderr)
+            sys.exit(USER_ERROR)
+        if any(v.strip().startswith("_") for v in value.strip("[]").split(",")):
+            print(f"error: {arg}: not an option of {group} but what its options build on; "
+                  f"{options_line(group, conf_dir)}", file=sys.stderr)
+            sys.exit(USER_ERROR)
+
+
+def options_line(group: str, conf_dir: Path) -> str:
+    options = sorted(p.stem for p in (conf_dir / group).glob("*.yaml")
+                     if not p.stem.startswith("_"))
+    return f"the options of {group}: {', '.join(options)}"
+
+
+def hydra_error_line(err: ConfigCompositionException | OverrideParseException) -> str:
+    """What Hydra says of a mistake it meets composing the config, as one line: an unknown option
+    of a group (with the options, less the ``_base`` they build on), an unknown key, an override
+    it cannot parse."""
+    if isinstance(err, MissingConfigException) and err.missing_cfg_file and err.options:
+        group, _, name = err.missing_cfg_file.rpartition("/")
+        if group:
+            options = [o for o in err.options if not o.startswith("_")]
+            return f"{group}={name}: no such option; the options of {group}: {', '.join(options)}"
+    lines = [line.strip() for line in str(err).splitlines()
+             if line.strip() and not line[0].isspace()]
+    cause = err.__cause__
+    if cause is not None and str(cause).strip():  # OmegaConf's reason, without its key dump
+        lines.insert(1, str(cause).strip().splitlines()[0].rstrip(".") + ".")
+    if isinstance(err, OverrideParseException):  # the grammar's page, in brackets
+        links = [word for line in lines[1:] for word in line.split() if "://" in word]
+        return f"{err.override}: {lines[0]}" + (f" (see {links[0]})" if links else "")
+    return " ".join(lines)
+
+
+@contextmanager
+def hydra_errors_in_one_line() -> Iterator[None]:
+    """Hydra reports what it meets composing the config (an unknown option or key, an override
+    it cannot parse) in several lines with exit status 1, before any of the project's code runs:
+    say it in one ``error:`` line, exit status 2, as every other mistake. Hydra 1.3 has no hook
+    for this; its reporter (``hydra._internal.utils.run_and_report``, private) is wrapped while
+    the entry point runs, and ``HYDRA_FULL_ERROR=1`` still gives Hydra's own traceback. Errors of
+    the task itself go on to Hydra's reporter unchanged."""
+    from hydra._internal import utils as hydra_internal
+
+    report = hydra_internal.run_and_report
+
+    def run_and_report(func: Callable[[], Any]) -> Any:
+        def composed() -> Any:
+            try:
+                return func()
+            except (ConfigCompositionException, OverrideParseException) as err:
+                if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                    raise
+                print(f"error: {hydra_error_line(err)}", file=sys.stderr)
+                sys.exit(USER_ERROR)
+
+        return report(composed)
+
+    hydra_internal.run_and_report = run_and_report
+    try:
+        yield
+    finally:
+        hydra_internal.run_and_report = report
 
 
 def reports_user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
@@ -181,8 +252,10 @@ def check_config_files(argv: list[str], conf_dir: Path) -> None:
 
 def run_command(main: Callable[[], Any], conf_dir: Path) -> Any:
     """Run an entry point's ``hydra.main`` function after the checks Hydra would otherwise meet
-    first, each with its traceback: ``GROUP=null`` and config files that are not YAML."""
+    first, each with its traceback (``GROUP=null``, ``GROUP=_base``, config files that are not
+    YAML), and with Hydra's own composition errors in one line."""
     argv = sys.argv[1:]
-    refuse_null_groups(argv, conf_dir)
+    refuse_group_values(argv, conf_dir)
     check_config_files(argv, conf_dir)
-    return main()
+    with hydra_errors_in_one_line():
+        return main()

@@ -8,8 +8,6 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from alexnet.training.speed import auto_precision
-
 # The directory above src/: outputs and data land there whatever the working directory is.
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -17,6 +15,16 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def repo_root() -> str:
     """``${repo_root:}``: ``$ALEXNET_ROOT`` where set, else the directory above ``src/``."""
     return os.environ.get("ALEXNET_ROOT") or str(REPO_ROOT)
+
+
+def auto_precision(accelerator: str = "auto") -> str:
+    """``${auto_precision:ACCELERATOR}``: :func:`alexnet.training.speed.auto_precision`, imported
+    when a config is resolved, not when the resolvers are registered: that imports torch, and an
+    entry point registers them before Hydra composes, so a mistake Hydra finds (an unknown option
+    or key) would wait seconds for torch to say it."""
+    from alexnet.training import speed
+
+    return speed.auto_precision(accelerator)
 
 
 def register_resolvers() -> None:

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from alexnet.callbacks.history import MetricHistory
 from alexnet.exits import UserError, building, one_line
 from alexnet.jobs.build import build_data, build_trainer
+from alexnet.jobs.checks import check_values_resolve
 from alexnet.training import parallel
 from alexnet.training.ablation import applied_ablations
 from alexnet.training.checkpoints import (
@@ -29,6 +30,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
     if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
         raise UserError("no checkpoint given: python src/eval.py ckpt_path=PATH/TO/FILE.ckpt")
+    check_values_resolve(cfg)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     with building("cannot evaluate"):

@@ -20,7 +20,12 @@ from alexnet.callbacks.run_guard import RunGuard
 from alexnet.callbacks.throughput import ImageThroughput
 from alexnet.exits import Interrupted, UserError, building
 from alexnet.jobs.build import build_data, build_trainer, checkpointing, scale_lr
-from alexnet.jobs.checks import check_parallel, completed_summary, config_problems
+from alexnet.jobs.checks import (
+    check_parallel,
+    check_values_resolve,
+    completed_summary,
+    config_problems,
+)
 from alexnet.jobs.resume import check_resume_layout, resume_path
 from alexnet.names import BASELINE_ARM
 from alexnet.training import parallel
@@ -79,6 +84,7 @@ def check(cfg: DictConfig, out: Path) -> tuple[list[dict[str, Any]], dict[str, A
     """The checks that need no data and no network, and the configuration's own changes (tags,
     the scaled learning rate), so that what is built and recorded is final. Returns the applied
     ablations and, with ``skip_completed``, the summary of this run completed before."""
+    check_values_resolve(cfg)
     with building("invalid configuration"):
         ablations = applied_ablations(cfg)
         tag_run(cfg, ablations)
