@@ -13,8 +13,14 @@ from omegaconf import DictConfig
 
 from alexnet import exits
 from alexnet.data import preparation, prepared, registry, synthetic, writer
-from alexnet.exits import DataError, UserError, building, reports_user_errors, run_command
-from alexnet.jobs.checks import check_values_resolve
+from alexnet.exits import (
+    DataError,
+    UserError,
+    building,
+    check_values_resolve,
+    reports_user_errors,
+    run_command,
+)
 from alexnet.resolvers import register_resolvers
 
 register_resolvers()  # before Hydra composes the config

@@ -15,6 +15,21 @@ from hydra.core.hydra_config import HydraConfig
 os.environ["ALEXNET_CPU_FLAGS"] = ""
 
 
+# The files that take longest, longest first (seconds of one worker, measured on a 2-core VM with
+# --durations: device_check's --smoke alone about 170, parallel's layouts about 150). xdist's
+# loadfile hands each worker whole files in collection order (pyproject: --no-loadscope-reorder;
+# its default order, most tests first, put these few-test files last, where one ran alone for
+# minutes while the other worker idled). The rest keep their order after them.
+LONGEST_FIRST = ("test_device_check.py", "test_parallel.py", "test_cifar10_jpeg.py",
+                 "test_cli.py", "test_study.py", "test_common_overrides.py", "test_train.py",
+                 "test_resilience.py", "test_ablations.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order kept within
+
+
 @pytest.fixture(autouse=True)
 def no_hydra_run_left_behind() -> None:
     """A test that runs an entry point in-process leaves Hydra's run config set (hydra.main does

@@ -105,12 +105,14 @@ def test_unknown_key(tmp_path: Path, data_dir: Path) -> None:
     _assert_no_result(tmp_path)
 
 
-@pytest.mark.parametrize("entry", ["train.py", "eval.py"])
-def test_a_mistake_hydra_finds_is_answered_before_torch_is_imported(entry: str,
+@pytest.mark.parametrize(("entry", "override"), [("train.py", "model=resnet"),
+                                               ("eval.py", "model=resnet"),
+                                               ("prepare.py", "data=nope")])
+def test_a_mistake_hydra_finds_is_answered_before_torch_is_imported(entry: str, override: str,
                                                                     tmp_path: Path) -> None:
     """The entry points import torch and Lightning (seconds) only once the config has composed,
-    so an unknown option or key is answered at once."""
-    code = (f"import runpy, sys; sys.argv = [{entry!r}, 'model=resnet']\n"
+    and src/prepare.py not at all, so an unknown option or key is answered at once."""
+    code = (f"import runpy, sys; sys.argv = [{entry!r}, {override!r}]\n"
             f"try:\n    runpy.run_path({str(ROOT / 'src' / entry)!r}, run_name='__main__')\n"
             "except SystemExit as stop:\n"
             "    print(stop.code, sorted({'torch', 'lightning'} & set(sys.modules)))")
@@ -118,7 +120,7 @@ def test_a_mistake_hydra_finds_is_answered_before_torch_is_imported(entry: str,
                             timeout=120, cwd=tmp_path,
                             env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     assert result.stdout.strip() == "2 []", result.stdout + result.stderr[-2000:]
-    assert result.stderr.startswith("error: ") and "model=resnet" in result.stderr
+    assert result.stderr.startswith("error: ") and override in result.stderr
 
 
 @pytest.mark.parametrize(("entry", "args", "needles"), [

@@ -36,7 +36,8 @@ from hydra.errors import (
     OverrideParseException,
 )
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 COMPLETED = 0
 FAILED = 1
@@ -222,6 +223,20 @@ def building(what: str) -> Iterator[None]:
         if isinstance(cause, DataError):
             raise UserError(one_line(cause)) from err
         raise UserError(f"{what}: {one_line(err)}") from err
+
+
+def check_values_resolve(cfg: DictConfig) -> None:
+    """Every value of the configuration can be read: none is left at ``???`` and every
+    ``${...}`` names something. Read lazily, either would stop the run later with OmegaConf's
+    traceback (UserError naming the key instead)."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as err:
+        raise UserError(f"invalid configuration: {err.full_key} has no value (???): give "
+                        f"{err.full_key}=VALUE") from None
+    except OmegaConfBaseException as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"invalid configuration: {err.full_key}: {reason}") from None
 
 
 def check_config_files(argv: list[str], conf_dir: Path) -> None:

@@ -11,27 +11,12 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from alexnet.analysis.study import comparable, flatten_config
 from alexnet.callbacks.run_guard import NONFINITE_MODES
 from alexnet.exits import UserError, in_multirun
 from alexnet.training import parallel
 from alexnet.training.summary import read_summary
-
-
-def check_values_resolve(cfg: DictConfig) -> None:
-    """Every value of the configuration can be read: none is left at ``???`` and every
-    ``${...}`` names something. Read lazily, either would stop the run later with OmegaConf's
-    traceback (UserError naming the key instead)."""
-    try:
-        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    except MissingMandatoryValue as err:
-        raise UserError(f"invalid configuration: {err.full_key} has no value (???): give "
-                        f"{err.full_key}=VALUE") from None
-    except OmegaConfBaseException as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"invalid configuration: {err.full_key}: {reason}") from None
 
 
 def config_problems(cfg: DictConfig) -> list[str]:

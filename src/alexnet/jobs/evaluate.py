@@ -11,9 +11,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from alexnet.callbacks.history import MetricHistory
-from alexnet.exits import UserError, building, one_line
+from alexnet.exits import UserError, building, check_values_resolve, one_line
 from alexnet.jobs.build import build_data, build_trainer
-from alexnet.jobs.checks import check_values_resolve
 from alexnet.training import parallel
 from alexnet.training.ablation import applied_ablations
 from alexnet.training.checkpoints import (

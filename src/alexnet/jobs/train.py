@@ -18,11 +18,10 @@ from alexnet.analysis.claims import paper_comparison
 from alexnet.callbacks.history import MetricHistory
 from alexnet.callbacks.run_guard import RunGuard
 from alexnet.callbacks.throughput import ImageThroughput
-from alexnet.exits import Interrupted, UserError, building
+from alexnet.exits import Interrupted, UserError, building, check_values_resolve
 from alexnet.jobs.build import build_data, build_trainer, checkpointing, scale_lr
 from alexnet.jobs.checks import (
     check_parallel,
-    check_values_resolve,
     completed_summary,
     config_problems,
 )
