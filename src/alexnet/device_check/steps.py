@@ -19,15 +19,21 @@ GPU_TESTS = ["tests/test_data_presets.py", "tests/test_fast_path.py", "tests/tes
 PAPER_SHAPES = ["data.image_size=256", "data.crop_size=227", "data.batch_size=128"]
 
 
+# Versions from the installed packages' metadata, not by importing them: Lightning and its
+# torchmetrics take seconds to import; only torch is imported, for CUDA and the GPU.
 ENVIRONMENT = """
-import importlib, json, os, platform
+import json, os, platform
+from importlib import metadata
 versions, missing = {}, []
-for name in ("torch", "torchvision", "lightning", "torchmetrics", "hydra", "omegaconf", "numpy"):
+for name, dist in (("torch", "torch"), ("torchvision", "torchvision"), ("lightning", "lightning"),
+                   ("torchmetrics", "torchmetrics"), ("hydra", "hydra-core"),
+                   ("omegaconf", "omegaconf"), ("numpy", "numpy")):
     try:
-        versions[name] = importlib.import_module(name).__version__
-    except ImportError:
+        versions[name] = metadata.version(dist)
+    except metadata.PackageNotFoundError:
         missing.append(name)
 import torch
+versions["torch"] = torch.__version__  # with its build's suffix (+cu130)
 c = torch.cuda.is_available()
 print(json.dumps({**versions, "python": platform.python_version(), "missing": missing,
                   "cuda": torch.version.cuda,
