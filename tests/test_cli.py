@@ -78,6 +78,9 @@ def test_loggers_write_their_files(
 
 
 # -- mistakes: one clear line, a non-zero exit, no traceback, no result ------------------------
+# As the user's shell sees them: a real process of each entry point, for a mistake of each phase
+# (what Hydra meets, the config's values, the data, the checkpoint). The whole table of mistakes,
+# each with its exact line, runs in-process in test_bad_inputs.py.
 def _assert_user_error(result, *needles: str) -> None:
     """One ``error:`` line on stderr, exit status 2 (docs/long-runs.md), no traceback."""
     assert result.returncode == 2, result.stderr[-3000:]
@@ -165,29 +168,9 @@ def test_missing_data_path(tmp_path: Path, data_dir: Path) -> None:
     _assert_no_result(tmp_path)
 
 
-def test_missing_checkpoint(tmp_path: Path, data_dir: Path) -> None:
-    result = run_entry_point("eval.py", [f"ckpt_path={tmp_path / 'nope.ckpt'}"], tmp_path, data_dir)
-    _assert_user_error(result, "checkpoint not found", "nope.ckpt")
-    assert len(result.stderr.strip().splitlines()) == 1
-    _assert_no_result(tmp_path)
-
-
 def test_not_a_checkpoint(tmp_path: Path, data_dir: Path) -> None:
     bogus = tmp_path / "bogus.ckpt"
     bogus.write_bytes(b"not a checkpoint")
     result = run_entry_point("eval.py", [f"ckpt_path={bogus}"], tmp_path, data_dir)
     _assert_user_error(result, "bogus.ckpt", "not a readable checkpoint")
-    _assert_no_result(tmp_path)
-
-
-def test_eval_needs_a_checkpoint(tmp_path: Path, data_dir: Path) -> None:
-    result = run_entry_point("eval.py", [], tmp_path, data_dir)
-    _assert_user_error(result, "ckpt_path")
-
-
-def test_missing_resume_checkpoint(tmp_path: Path, data_dir: Path) -> None:
-    result = run_entry_point(
-        "train.py", [*TINY, f"ckpt_path={tmp_path / 'gone.ckpt'}"], tmp_path, data_dir
-    )
-    _assert_user_error(result, "gone.ckpt")
     _assert_no_result(tmp_path)
