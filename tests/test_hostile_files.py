@@ -7,7 +7,9 @@ result: no summary.json, checkpoint, prepared dataset, report or figure.
 The kinds: checkpoints (``src/eval.py``, ``src/train.py ckpt_path=``, ``src/figures.py fig3``), the
 files of a prepared dataset (``src/train.py``), a study's summary.json files
 (``ablations/report.py``, ``src/figures.py fig1``, and ``load_study``, which the notebooks call),
-CIFAR-10's python batches and its archive (``src/prepare.py data=cifar10``), the paper's claims
+CIFAR-10's python batches and its archive (``src/prepare.py data=cifar10``), the files that label
+ILSVRC-2012's validation images and name its classes (Kaggle's csv and synset mapping, the devkit's
+meta.mat and ground truth: ``src/prepare.py data=imagenet``), the paper's claims
 (``ablations/claims.yaml``, read by the report) and a config file of the user's (Hydra's own
 answer). Image files follow their own policy, tested at the end: a file that cannot be decoded is
 skipped and named, and a split of which none can be decoded is an error.
@@ -36,13 +38,17 @@ from helpers import (
     PREP,
     ROOT,
     TINY,
+    WNIDS,
     compose_config,
     fake_fig1_run,
     load_script,
+    make_imagenet,
     prepare_main,
     prepared_copy,
     write_cifar10,
+    write_devkit,
     write_image_classes,
+    write_loc_solution,
 )
 from omegaconf import OmegaConf
 
@@ -90,6 +96,7 @@ FOREIGN = {  # what stands in for a file of another kind
     "summary": "summary.json", "stats": "stats.json", "npy": "mean_image.npy",
     "labels": "train_labels.npy", "images": "val_images.npy", "ckpt": "run.ckpt",
     "batch": "data_batch_1", "meta": "batches.meta", "claims": "claims.yaml",
+    "mat": "meta.mat",
 }
 for _name, _file in FOREIGN.items():
     DAMAGES[f"a_{_name}"] = Damage(f"a_{_name}", _foreign(_file))
@@ -122,6 +129,12 @@ def world(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     with tarfile.open(root / "cifar_tar" / "cifar-10-python.tar.gz", "w:gz") as tar:
         tar.add(root / "cifar" / "cifar-10-batches-py", "cifar-10-batches-py")
     write_image_classes(root, {"cat": 4, "dog": 4})  # root / "images"
+    truth = make_imagenet(root / "imagenet_loc", val="flat")  # Kaggle's layout, then the devkit's
+    write_loc_solution(root / "imagenet_loc" / "LOC_val_solution.csv", truth)
+    (root / "imagenet_loc" / "LOC_synset_mapping.txt").write_text(
+        "".join(f"{w} words of {w}\n" for w in WNIDS))
+    write_devkit(root / "imagenet_devkit" / "ILSVRC2012_devkit_t12",
+                 make_imagenet(root / "imagenet_devkit", val="flat"))
     (root / "claims").mkdir()
     shutil.copy(ROOT / "ablations" / "claims.yaml", root / "claims" / "claims.yaml")
     foreign = root / "foreign"
@@ -218,6 +231,16 @@ SUMMARY_COMMANDS = {
     "figures": ["fig1", "{tmp}/study", "--out", "{tmp}/figure"],
     "load_study": ["{tmp}/study"],
 }
+IMAGENET_FILES = {  # the files that label ILSVRC-2012's flat val/ and name its classes
+    # cut_end leaves Kaggle's csv and its class names readable and whole (the last line's tail)
+    "imagenet_loc/LOC_val_solution.csv": ["empty", "cut_1", "cut_half", "random", "a_summary",
+                                          "a_npy"],
+    "imagenet_loc/LOC_synset_mapping.txt": ["cut_1", "cut_half", "random", "a_summary",
+                                            "a_npy"],
+    "imagenet_devkit/ILSVRC2012_devkit_t12/data/meta.mat": [*EVERY_CUT, "a_summary", "a_npy"],
+    "imagenet_devkit/ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt": [
+        *EVERY_CUT, "a_summary", "a_mat"],
+}
 CIFAR_FILES = ["data_batch_1", "data_batch_5", "test_batch", "batches.meta"]
 CIFAR_ARGS = ["data=cifar10", "data.root={tmp}/cifar", "data.prepared_dir={tmp}/prepared"]
 CIFAR_AGAIN = "replace it with the file of a fresh copy of cifar-10-python.tar.gz"
@@ -248,6 +271,11 @@ def _table() -> list[Case]:
                            ["data=cifar10", "data.root={tmp}/cifar_tar",
                             "data.prepared_dir={tmp}/prepared"],
                            ["download cifar-10-python.tar.gz again"], label="archive"))
+    for file, damages in IMAGENET_FILES.items():
+        args = ["data=imagenet", f"data.root={{tmp}}/{file.split('/')[0]}", *PREP,
+                "data.prepared_dir={tmp}/prepared"]
+        for damage in damages:
+            cases.append(_case("imagenet", file, damage, "prepare", args, []))
     for damage in ["empty", "cut_1", "random", "a_summary", "a_npy"]:
         cases.append(_case("claims", "claims/claims.yaml", damage, "report", ["{tmp}/study"],
                            ["restore it: git checkout -- ablations/claims.yaml"]))
@@ -306,7 +334,7 @@ def test_hostile_file(case: Case, world: Path, entries: dict[str, Callable], tmp
 
 def test_the_table_covers_every_kind_and_damage() -> None:
     kinds = {c.kind for c in CASES}
-    assert kinds == {"checkpoint", "prepared", "summary", "cifar10", "claims"}
+    assert kinds == {"checkpoint", "prepared", "summary", "cifar10", "imagenet", "claims"}
     for kind in kinds:
         damages = {c.damage for c in CASES if c.kind == kind}
         assert {"empty", "cut_1", "random"} <= damages
@@ -318,7 +346,7 @@ def test_the_undamaged_world_is_read_without_complaint(world: Path) -> None:
     """The table's files, undamaged, pass the readers that refuse them damaged."""
     from alexnet.analysis.claims import load_claims
     from alexnet.analysis.study import load_study
-    from alexnet.data import cifar10
+    from alexnet.data import cifar10, imagenet
     from alexnet.data.datamodule import PreparedDataModule
     from alexnet.training.checkpoints import load_checkpoint
 
@@ -330,6 +358,9 @@ def test_the_undamaged_world_is_read_without_complaint(world: Path) -> None:
     for root in ("cifar", "cifar_tar"):
         assert cifar10.find_cifar10(world / root)["classes"][0] == "airplane"
     assert "relu" in load_claims(world / "claims" / "claims.yaml")
+    for root in ("imagenet_loc", "imagenet_devkit"):
+        listing = imagenet.find_imagenet(world / root)
+        assert len(listing.files["val"]) == 6 and listing.class_names[0] == f"words of {WNIDS[0]}"
 
 
 # -- image files: a file that cannot be decoded is skipped and named (docs/data.md) ---------------

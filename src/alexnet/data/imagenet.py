@@ -30,7 +30,7 @@ from alexnet.data.sources import (
     same_classes,
     subdirs,
 )
-from alexnet.exits import DataError
+from alexnet.exits import DataError, one_line
 
 WNID = re.compile(r"n\d{8}")
 VAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})")
@@ -66,26 +66,36 @@ def _find_upwards(name: str, base: Path, root: Path) -> Path | None:
 def read_loc_solution(path: Path) -> dict[str, str]:
     """Kaggle's ``LOC_val_solution.csv``: ImageId -> wnid (the class of its first box)."""
     truth = {}
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if not header or header[:2] != ["ImageId", "PredictionString"]:
-            raise DataError(f"{path}: expected the header ImageId,PredictionString, got {header}")
-        for line, row in enumerate(reader, start=2):
-            tokens = row[1].split() if len(row) >= 2 else []
-            if not tokens or not WNID.fullmatch(tokens[0]):
-                raise DataError(f"{path} line {line}: expected 'ImageId,wnid x y x y ...'")
-            truth[row[0]] = tokens[0]
+    reader = csv.reader(_text(path).splitlines())
+    header = next(reader, None)
+    if not header or header[:2] != ["ImageId", "PredictionString"]:
+        raise DataError(f"{path}: expected the header ImageId,PredictionString, got {header}")
+    for line, row in enumerate(reader, start=2):
+        tokens = row[1].split() if len(row) >= 2 else []
+        if not tokens or not WNID.fullmatch(tokens[0]):
+            raise DataError(f"{path} line {line}: expected 'ImageId,wnid x y x y ...'")
+        truth[row[0]] = tokens[0]
     return truth
 
 
-def _devkit_files(root: Path, base: Path) -> dict[str, bytes] | None:
-    """The devkit's ground truth and meta.mat, from its folder or its archive."""
+def _text(path: Path | str, data: bytes | None = None) -> str:
+    """A text file's contents (``data`` where read already); DataError naming it otherwise."""
+    try:
+        return (Path(path).read_bytes() if data is None else data).decode()
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a text file (replace it with the file of a fresh "
+                        f"copy)") from None
+
+
+def _devkit_files(root: Path, base: Path) -> dict[str, Any] | None:
+    """The devkit's ground truth and meta.mat (bytes), from its folder or its archive, and the
+    paths that name them in messages."""
     for folder in (root, base):
         for devkit in (folder / DEVKIT, folder):
             if (devkit / DEVKIT_GROUND_TRUTH).is_file() and (devkit / DEVKIT_META).is_file():
                 return {
-                    "path": str(devkit).encode(),
+                    "truth_path": str(devkit / DEVKIT_GROUND_TRUTH),
+                    "meta_path": str(devkit / DEVKIT_META),
                     "truth": (devkit / DEVKIT_GROUND_TRUTH).read_bytes(),
                     "meta": (devkit / DEVKIT_META).read_bytes(),
                 }
@@ -95,7 +105,8 @@ def _devkit_files(root: Path, base: Path) -> dict[str, bytes] | None:
                 with tarfile.open(archive) as tar:
                     members = {Path(m.name).as_posix(): m for m in tar.getmembers()}
                     return {
-                        "path": str(archive).encode(),
+                        "truth_path": f"{archive}: {DEVKIT}/{DEVKIT_GROUND_TRUTH}",
+                        "meta_path": f"{archive}: {DEVKIT}/{DEVKIT_META}",
                         "truth": tar.extractfile(members[f"{DEVKIT}/{DEVKIT_GROUND_TRUTH}"]).read(),
                         "meta": tar.extractfile(members[f"{DEVKIT}/{DEVKIT_META}"]).read(),
                     }
@@ -107,10 +118,11 @@ def _devkit_files(root: Path, base: Path) -> dict[str, bytes] | None:
     return None
 
 
-def read_devkit(truth: bytes, meta: bytes, source: str) -> tuple[list[str], dict[str, str]]:
+def read_devkit(truth: bytes, meta: bytes, truth_path: str,
+                meta_path: str) -> tuple[list[str], dict[str, str]]:
     """The devkit's validation ground truth as wnids (entry i is the class of
     ILSVRC2012_val_{i+1:08d}.JPEG), and the classes' names. ``meta.mat`` maps the
-    ILSVRC2012_IDs to wnids."""
+    ILSVRC2012_IDs to wnids; the paths name the two files in messages."""
     try:
         from scipy.io import loadmat
     except ImportError:  # pragma: no cover - scipy is a dependency
@@ -128,12 +140,12 @@ def read_devkit(truth: bytes, meta: bytes, source: str) -> tuple[list[str], dict
         ids = {i: w for i, w, _ in leaves}
     except Exception as err:  # scipy raises several kinds for a file that is not a .mat
         raise DataError(
-            f"{source}: {DEVKIT_META} is not the devkit's synset table ({err})"
+            f"{meta_path} is not the devkit's synset table ({one_line(err)})"
         ) from None
     wnids = []
-    for line, text in enumerate(truth.decode().split(), start=1):
+    for line, text in enumerate(_text(truth_path, truth).split(), start=1):
         if not text.isdigit() or int(text) not in ids:
-            raise DataError(f"{source}: {DEVKIT_GROUND_TRUTH} line {line}: unknown class id {text}")
+            raise DataError(f"{truth_path} line {line}: unknown class id {text[:20]}")
         wnids.append(ids[int(text)])
     return wnids, {w: words for _, w, words in leaves}
 
@@ -156,8 +168,9 @@ def _val_ground_truth(
                 f"was found: expected {LOC_SOLUTION} or the devkit ({DEVKIT}/ or "
                 f"{DEVKIT}.tar.gz) in {root}"
             )
-        origin = devkit["path"].decode()
-        wnids, names = read_devkit(devkit["truth"], devkit["meta"], origin)
+        origin = devkit["truth_path"]
+        wnids, names = read_devkit(devkit["truth"], devkit["meta"], devkit["truth_path"],
+                                   devkit["meta_path"])
         truth = {f"ILSVRC2012_val_{i:08d}": w for i, w in enumerate(wnids, start=1)}
         if any(not VAL_NAME.fullmatch(s) for s in stems):
             bad = next(s for s in stems if not VAL_NAME.fullmatch(s))
@@ -192,9 +205,16 @@ def _synset_names(root: Path, base: Path, classes: list[str],
     """Human-readable class names from Kaggle's LOC_synset_mapping.txt or the devkit."""
     path = _find_upwards(LOC_SYNSETS, base, root)
     if path is not None:
-        for line in path.read_text().splitlines():
+        for number, line in enumerate(_text(path).splitlines(), start=1):
             wnid, _, words = line.partition(" ")
+            if not WNID.fullmatch(wnid) or not words.strip():
+                raise DataError(f"{path} line {number}: expected 'wnid words, ...' (replace it "
+                                f"with the file of a fresh copy)")
             names[wnid] = words.strip()
+        if missing := [c for c in classes if c not in names]:
+            raise DataError(f"{path} names {len(classes) - len(missing)} of the {len(classes)} "
+                            f"classes of train/ (first missing: {missing[0]}): replace it with "
+                            f"the file of a fresh copy")
     return [names.get(c, c) for c in classes] if names else None
 
 
