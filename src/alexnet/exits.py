@@ -113,14 +113,14 @@ def refuse_group_values(argv: list[str], conf_dir: Path) -> None:
             sys.exit(USER_ERROR)
         if any(v.strip().startswith("_") for v in value.strip("[]").split(",")):
             print(f"error: {arg}: not an option of {group} but what its options build on; "
-                  f"{options_line(group, conf_dir)}", file=sys.stderr)
+                  f"{options_line(group, [p.stem for p in (conf_dir / group).glob('*.yaml')])}",
+                  file=sys.stderr)
             sys.exit(USER_ERROR)
 
 
-def options_line(group: str, conf_dir: Path) -> str:
-    options = sorted(p.stem for p in (conf_dir / group).glob("*.yaml")
-                     if not p.stem.startswith("_"))
-    return f"the options of {group}: {', '.join(options)}"
+def options_line(group: str, names: list[str]) -> str:
+    """The options of a config group, less the ``_base`` they build on."""
+    return f"the options of {group}: {', '.join(sorted(n for n in names if n[:1] != '_'))}"
 
 
 def hydra_error_line(err: ConfigCompositionException | OverrideParseException) -> str:
@@ -130,8 +130,7 @@ def hydra_error_line(err: ConfigCompositionException | OverrideParseException) -
     if isinstance(err, MissingConfigException) and err.missing_cfg_file and err.options:
         group, _, name = err.missing_cfg_file.rpartition("/")
         if group:
-            options = [o for o in err.options if not o.startswith("_")]
-            return f"{group}={name}: no such option; the options of {group}: {', '.join(options)}"
+            return f"{group}={name}: no such option; {options_line(group, list(err.options))}"
     lines = [line.strip() for line in str(err).splitlines()
              if line.strip() and not line[0].isspace()]
     cause = err.__cause__

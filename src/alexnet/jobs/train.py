@@ -20,11 +20,7 @@ from alexnet.callbacks.run_guard import RunGuard
 from alexnet.callbacks.throughput import ImageThroughput
 from alexnet.exits import Interrupted, UserError, building, check_values_resolve
 from alexnet.jobs.build import build_data, build_trainer, checkpointing, scale_lr
-from alexnet.jobs.checks import (
-    check_parallel,
-    completed_summary,
-    config_problems,
-)
+from alexnet.jobs.checks import check_parallel, completed_summary, config_problems
 from alexnet.jobs.resume import check_resume_layout, resume_path
 from alexnet.names import BASELINE_ARM
 from alexnet.training import parallel
