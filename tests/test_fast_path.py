@@ -4,6 +4,7 @@ the reference path computes: float32 to 1e-5, bfloat16 to its stated tolerance."
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -146,17 +147,33 @@ def test_bad_switch_is_a_user_error() -> None:
             speed.speed_options({"speed": {"compile": "fast"}})
 
 
-@pytest.mark.parametrize("experiment", ["study_cpu", "study_fig1", "study_fig1_cifar10_jpeg",
-                                        "study_sec33_short", "study_sec33_short_jpeg"])
-def test_cpu_studies_stay_float32_on_a_cpu_with_amx(monkeypatch, tmp_path, data_dir,
-                                                     experiment: str) -> None:
-    """The committed CPU studies are float32: their presets pin it, so that rerunning one on a CPU
-    with AMX (where the automatic choice is bf16) reproduces them; the recipe itself keeps the
-    automatic choice."""
+def committed_precisions() -> list[tuple[str, str]]:
+    """(experiment, trainer.precision) of each committed study: its preset is a run's first tag."""
+    results = Path(__file__).resolve().parents[1] / "ablations" / "results"
+    found = set()
+    for path in results.rglob("summary.json"):
+        summary = json.loads(path.read_text())
+        found.add((summary["tags"][0], summary["config"]["trainer"]["precision"]))
+    return sorted(found)
+
+
+@pytest.mark.parametrize("cpu_flags", [{"avx512_bf16", "amx_bf16"}, {"avx512_bf16"}, set()],
+                         ids=["amx", "avx512_bf16", "neither"])
+def test_cpu_study_presets_pin_the_precision_their_committed_results_ran_in(
+        monkeypatch, tmp_path, data_dir, cpu_flags: set[str]) -> None:
+    """Each committed study reruns in the arithmetic it ran in, on any CPU: its preset pins
+    trainer.precision (float32 for most, bf16 for sec33_short_jpeg, which ran on a CPU with AMX),
+    while the recipe itself keeps the automatic choice, which differs between these CPUs."""
     from helpers import compose_config
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(speed, "cpu_flags", lambda: {"avx512_bf16", "amx_bf16"})
-    assert compose_config("train", [], tmp_path, data_dir).trainer.precision == "bf16-mixed"
-    cfg = compose_config("train", [f"experiment={experiment}"], tmp_path, data_dir)
-    assert cfg.trainer.precision == "32-true"
+    monkeypatch.setattr(speed, "cpu_flags", lambda: cpu_flags)
+    automatic = "bf16-mixed" if "amx_bf16" in cpu_flags else "32-true"
+    assert compose_config("train", [], tmp_path, data_dir).trainer.precision == automatic
+    pairs = committed_precisions()
+    assert {experiment for experiment, _ in pairs} >= {"study_cpu", "study_fig1",
+                                                       "study_sec33_short_jpeg"}
+    assert ("study_sec33_short_jpeg", "bf16-mixed") in pairs
+    for experiment, precision in pairs:
+        cfg = compose_config("train", [f"experiment={experiment}"], tmp_path, data_dir)
+        assert cfg.trainer.precision == precision, experiment
