@@ -15,7 +15,8 @@ from datetime import datetime
 from pathlib import Path
 
 from alexnet import exits
-from alexnet.analysis import paper_figures as figures
+from alexnet.analysis.fig1_figure import FIG1_FILE, fig1_curves, fig1_record, plot_fig1
+from alexnet.analysis.figure_dir import file_record, write_figure_dir
 from alexnet.analysis.study import StudyError
 from alexnet.exits import DataError, UserError
 
@@ -59,12 +60,15 @@ def _parser() -> argparse.ArgumentParser:
 def make(args: argparse.Namespace) -> tuple[dict, dict, dict]:
     """(PNGs by file name, inputs, measurements) of the figure asked for."""
     if args.figure == "fig1":
-        data = figures.fig1_curves(args.runs)
-        inputs, measured = figures.fig1_record(data)
+        data = fig1_curves(args.runs)
+        inputs, measured = fig1_record(data)
         inputs["given"] = [str(p) for p in args.runs]
-        return {figures.FIG1_FILE: figures.plot_fig1(data)}, inputs, measured
+        return {FIG1_FILE: plot_fig1(data)}, inputs, measured
+    # torch and Lightning only for the figures of a checkpoint: Fig. 1 and --help without them
+    from alexnet.analysis import network_figures as figures
+
     loaded = figures.load_network(args.checkpoint)
-    inputs = {"figure": args.figure, "checkpoint": figures.file_record(args.checkpoint)}
+    inputs = {"figure": args.figure, "checkpoint": file_record(args.checkpoint)}
     if args.figure == "fig3":
         if args.zoom < 1:
             raise UserError(f"--zoom must be at least 1, got {args.zoom}")
@@ -93,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or ROOT / "logs" / "figures" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
     try:
         pngs, inputs, measured = make(args)
-        written = figures.write_figure_dir(out, pngs, inputs, measured)
+        written = write_figure_dir(out, pngs, inputs, measured)
     except (UserError, StudyError, DataError) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return exits.USER_ERROR

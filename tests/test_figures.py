@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,7 @@ from alexnet.analysis.conv1_kernels import (
     kernel_grid,
 )
 from alexnet.analysis.fig1_report import fig1_result
-from alexnet.analysis.paper_figures import (
+from alexnet.analysis.network_figures import (
     Loaded,
     fig3,
     fig4,
@@ -247,6 +250,24 @@ def test_fig1_of_the_committed_study_agrees_with_its_report(tmp_path: Path) -> N
     runs = json.loads((tmp_path / "any" / "measurements.json").read_text())["runs"]
     assert [r["arm"] for r in runs] == ["none", "tanh"] and runs[1]["epochs_to_25pct"] > 4
 
+
+
+def test_fig1_is_drawn_without_torch(tmp_path: Path) -> None:
+    """Fig. 1 reads summaries only: src/figures.py draws it (and answers --help) without importing
+    torch or Lightning, whose import takes seconds; the figures of a checkpoint import them."""
+    out = tmp_path / "fig1"
+    code = ("import runpy, sys; sys.argv = ['figures.py', 'fig1', "
+            f"{str(ROOT / 'ablations' / 'results' / 'fig1')!r}, '--out', {str(out)!r}]\n"
+            f"try:\n    runpy.run_path({str(ROOT / 'src' / 'figures.py')!r}, run_name='__main__')\n"
+            "except SystemExit as stop:\n"
+            "    print(stop.code, sorted({'torch', 'lightning'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert result.stdout.strip().splitlines()[-1] == "0 []", result.stdout + result.stderr[-2000:]
+    inputs = json.loads((out / "inputs.json").read_text())
+    assert (out / "fig1.png").is_file()
+    assert inputs["torch"] == torch.__version__.split("+")[0]  # from its package metadata
 
 def test_image_rows_layout() -> None:
     rows = [[np.full((10, 10, 3), i * 40 + j, np.uint8) for j in range(3)] for i in range(2)]

@@ -175,7 +175,7 @@ IMAGES_BASE = [a for a in TINY if not a.startswith(("data.train_per", "data.val_
 
 
 def _entries() -> dict[str, Callable]:
-    from alexnet.analysis.paper_figures import load_network
+    from alexnet.analysis.network_figures import load_network
     from alexnet.analysis.study import StudyError, load_study
     from alexnet.exits import UserError
 

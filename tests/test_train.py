@@ -19,7 +19,7 @@ from helpers import (
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from alexnet.analysis.paper_figures import load_network
+from alexnet.analysis.network_figures import load_network
 from alexnet.jobs.train import train
 
 METRICS = ("train/loss", "train/top1_err", "val/loss", "val/top1_err", "val/top5_err")

@@ -2,8 +2,8 @@
 
 The package, layer by layer (each imports only from the layers above it):
 
-- ``names``, ``exits``: the metric and arm names, and the exit statuses with the policy that
-  maps what went wrong to them;
+- ``names``, ``exits``, ``provenance``: the metric and arm names, the exit statuses with the
+  policy that maps what went wrong to them, and the commit a result came from;
 - ``models``: the networks (torch only);
 - ``data``: datasets, their preparation and transforms (knows nothing of the model);
   ``data.registry`` is the one table of data sources;

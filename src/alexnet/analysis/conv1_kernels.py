@@ -4,7 +4,7 @@ Fig. 3 shows the 96 11x11x3 kernels of conv1: the 48 of GPU 1 (column 0 here) in
 the 48 of GPU 2 (column 1) below, and Sec. 6.1 observes that "the kernels on GPU 1 are largely
 color-agnostic, while the kernels on GPU 2 are largely color-specific". This module makes that
 observation a number and draws the grid; it works on tensors only, so the Fig. 3 command
-(:mod:`alexnet.analysis.paper_figures`) and the wandb callback
+(:mod:`alexnet.analysis.network_figures`) and the wandb callback
 (:mod:`alexnet.callbacks.wandb_media`) share it.
 
 Display scaling follows the authors' ``shownet.py`` (cuda-convnet2, ``plot_filters`` with

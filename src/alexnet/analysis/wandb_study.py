@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from alexnet.analysis.ablation_report import claims_by_ablation
+from alexnet.analysis.fig1_figure import fig1_curves, plot_fig1
 from alexnet.analysis.fig1_report import FIG1_TARGET
-from alexnet.analysis.paper_figures import fig1_curves, plot_fig1
 from alexnet.analysis.study import BASELINE, ERRORS, arm_errors, epochs_to_error, load_study
 from alexnet.analysis.study import paired_delta as delta
 from alexnet.names import TRAIN_TOP1

@@ -16,7 +16,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,25 +25,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from alexnet.names import TEST10_TOP1, TEST_TOP1, VAL_TOP1, arm_name
+from alexnet.provenance import git_state
 
 SUMMARY_VERSION = 1
-
-
-def git_state(cwd: str | os.PathLike | None = None) -> dict[str, Any] | None:
-    """The commit the code ran at, and whether the tree had uncommitted changes."""
-    cwd = cwd or Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-            capture_output=True, text=True, check=True, timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return {"commit": commit, "dirty": bool(dirty)}
 
 
 def _finite(value: float) -> float | None:
