@@ -5,6 +5,7 @@ conftest.py."""
 
 from __future__ import annotations
 
+import ast
 import csv
 import importlib.util
 import json
@@ -87,6 +88,23 @@ def run_entry_point(
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
                           cwd=tmp_path)
 
+
+
+def run_watching_imports(script: Path, argv: list[str], cwd: Path
+                         ) -> tuple[int | str | None, list[str], subprocess.CompletedProcess]:
+    """Run ``script`` with ``argv`` in a fresh interpreter, as ``python script argv...`` would;
+    returns its exit status, which of torch and Lightning it had imported by then (seconds of
+    import each), and the finished process."""
+    code = (f"import runpy, sys; sys.argv = [{script.name!r}, *{argv!r}]\n"
+            f"try:\n    runpy.run_path({str(script)!r}, run_name='__main__')\n"
+            "except SystemExit as stop:\n"
+            "    print(repr(stop.code), sorted({'torch', 'lightning'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, cwd=cwd,
+                            env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    last = (result.stdout.strip().splitlines() or ["None []"])[-1]
+    status, _, loaded = last.partition(" ")
+    return ast.literal_eval(status), ast.literal_eval(loaded), result
 
 def find_summaries(log_dir: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(log_dir.rglob("summary.json"))]

@@ -3,13 +3,19 @@ one-line errors for mistakes."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import ABLATIONS, CONF, ROOT, TINY, compose_config, find_summaries, run_entry_point
+from helpers import (
+    ABLATIONS,
+    CONF,
+    ROOT,
+    TINY,
+    compose_config,
+    find_summaries,
+    run_entry_point,
+    run_watching_imports,
+)
 from omegaconf import OmegaConf
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -115,14 +121,8 @@ def test_a_mistake_hydra_finds_is_answered_before_torch_is_imported(entry: str, 
                                                                     tmp_path: Path) -> None:
     """The entry points import torch and Lightning (seconds) only once the config has composed,
     and src/prepare.py not at all, so an unknown option or key is answered at once."""
-    code = (f"import runpy, sys; sys.argv = [{entry!r}, {override!r}]\n"
-            f"try:\n    runpy.run_path({str(ROOT / 'src' / entry)!r}, run_name='__main__')\n"
-            "except SystemExit as stop:\n"
-            "    print(stop.code, sorted({'torch', 'lightning'} & set(sys.modules)))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=120, cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
-    assert result.stdout.strip() == "2 []", result.stdout + result.stderr[-2000:]
+    status, loaded, result = run_watching_imports(ROOT / "src" / entry, [override], tmp_path)
+    assert (status, loaded) == (2, []), result.stdout + result.stderr[-2000:]
     assert result.stderr.startswith("error: ") and override in result.stderr
 
 

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, load_script
+from helpers import ROOT, load_script, run_watching_imports
 from PIL import Image
 
 from alexnet.analysis.conv1_kernels import (
@@ -256,15 +253,10 @@ def test_fig1_is_drawn_without_torch(tmp_path: Path) -> None:
     """Fig. 1 reads summaries only: src/figures.py draws it (and answers --help) without importing
     torch or Lightning, whose import takes seconds; the figures of a checkpoint import them."""
     out = tmp_path / "fig1"
-    code = ("import runpy, sys; sys.argv = ['figures.py', 'fig1', "
-            f"{str(ROOT / 'ablations' / 'results' / 'fig1')!r}, '--out', {str(out)!r}]\n"
-            f"try:\n    runpy.run_path({str(ROOT / 'src' / 'figures.py')!r}, run_name='__main__')\n"
-            "except SystemExit as stop:\n"
-            "    print(stop.code, sorted({'torch', 'lightning'} & set(sys.modules)))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=120, cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
-    assert result.stdout.strip().splitlines()[-1] == "0 []", result.stdout + result.stderr[-2000:]
+    sweep = ROOT / "ablations" / "results" / "fig1"
+    status, loaded, result = run_watching_imports(ROOT / "src" / "figures.py",
+                                                  ["fig1", str(sweep), "--out", str(out)], tmp_path)
+    assert (status, loaded) == (0, []), result.stdout + result.stderr[-2000:]
     inputs = json.loads((out / "inputs.json").read_text())
     assert (out / "fig1.png").is_file()
     assert inputs["torch"] == torch.__version__.split("+")[0]  # from its package metadata
