@@ -3,7 +3,7 @@ minutes of a lent GPU, into one folder of results to commit.
 
     python src/device_check.py --prepare    # here: the wheels and archive a device machine needs
     python src/device_check.py [--out DIR] [--budget SECONDS] [--cifar ARCHIVE] [--only STEPS]
-    python src/device_check.py --smoke      # every step, tiny, on the CPU: 2-3 min on 2 cores
+    python src/device_check.py --smoke      # every step, tiny, on the CPU: about 2 min on 2 cores
 
 Steps, each a subprocess with its own log and time limit; a step that fails or runs out of time is
 recorded as such and the check goes on:

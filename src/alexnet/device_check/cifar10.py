@@ -41,6 +41,17 @@ def extract_subset(archive: Path, out: Path, train_per_class: int | None = None,
 
 
 
+def _jobs(prefix: str, command: list[str], seeds: list[int], arms: tuple[str, ...],
+          smoke: bool) -> list[tuple[str, list[str]]]:
+    """One process per arm and seed, side by side on the GPU; in ``--smoke`` one per study (its
+    arms one after the other: each process's imports cost the CPU more than its tiny runs)."""
+    if smoke:
+        return [(f"{prefix}seed{seeds[0]}", [*command, f"study.seeds=[{seeds[0]}]",
+                                             f"study.arms=[{','.join(arms)}]"])]
+    return [(f"{prefix}seed{s}_{arm}", [*command, f"study.seeds=[{s}]", f"study.arms=[{arm}]"])
+            for s in seeds for arm in arms]
+
+
 def cifar10(check: Check, tree: Path | None) -> None:
     """Prepare the tree, run both studies side by side until the budget is spent, then report."""
     check.reserve(0)  # what the earlier steps were kept from is this step's
@@ -64,8 +75,8 @@ def cifar10(check: Check, tree: Path | None) -> None:
     else:  # the preset pins float32 for its CPU results; on the GPU bf16 is where the speed is
         common += ["data.num_workers=3", "trainer.precision=bf16-mixed"]
     seeds = [1] if check.smoke else [1, 2]
-    jobs = [(f"seed{s}_{arm}", [*common, f"study.seeds=[{s}]", f"study.arms=[{arm}]"])
-            for s in seeds for arm in (BASELINE_ARM, "tanh")]
+    fig1_arms, sec33_arms = (BASELINE_ARM, "tanh"), (BASELINE_ARM, "no_lrn")
+    jobs = _jobs("", common, seeds, fig1_arms, check.smoke)
     # Sec. 3.3 beside it: the 11% net with and without normalisation, 50 + 5 + 5 epochs.
     sec33_name = "sec33_60ep_jpeg" + ("_smoke" if check.smoke else "_gpu")
     sec33 = [PYTHON, "src/train.py", "-m", "experiment=study_sec33_jpeg",
@@ -77,8 +88,7 @@ def cifar10(check: Check, tree: Path | None) -> None:
                   "data.num_workers=0", "trainer.accelerator=cpu"]
     else:
         sec33 += ["trainer.max_epochs=60", "scheduler.milestones=[50,55]", "data.num_workers=2"]
-    jobs += [(f"sec33_seed{s}_{arm}", [*sec33, f"study.seeds=[{s}]", f"study.arms=[{arm}]"])
-             for s in seeds for arm in (BASELINE_ARM, "no_lrn")]
+    jobs += _jobs("sec33_", sec33, seeds, sec33_arms, check.smoke)
     started = time.monotonic()
     limit = max(1.0, check.left() - (20 if check.smoke else 45))  # room for the reports
     procs = []

@@ -61,7 +61,7 @@ def environment(check: Check) -> None:
 
 
 def benchmarks(check: Check) -> None:
-    shapes = ["--tiny", "trainer.accelerator=cpu"] if check.smoke else [
+    shapes = ["--tiny", "--epochs", "1", "trainer.accelerator=cpu"] if check.smoke else [
         *PAPER_SHAPES, "--rounds", "3", "--steps", "20", "--epochs", "2"]
     for name, extra in (("benchmark", []), ("benchmark_compile", ["speed.compile=true"]),
                         ("benchmark_nonfinite_every_50", ["nonfinite_every=50"])):
