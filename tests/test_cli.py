@@ -114,6 +114,21 @@ def test_unknown_key(tmp_path: Path, data_dir: Path) -> None:
     _assert_no_result(tmp_path)
 
 
+@pytest.mark.parametrize("entry", ["train.py", "eval.py", "prepare.py"])
+def test_help_lists_each_group_less_its_base(entry: str, tmp_path: Path) -> None:
+    """--help names every config group with its options as Hydra does, less the _base files the
+    options build on (alexnet.resolvers.config_groups), before any torch is imported."""
+    status, loaded, result = run_watching_imports(ROOT / "src" / entry, ["--help"], tmp_path)
+    assert (status, loaded) == (0, []), result.stdout + result.stderr[-2000:]
+    expected = {f"{d.name}: " + ", ".join(sorted(p.stem for p in d.glob("*.yaml")
+                                                 if not p.stem.startswith("_")))
+                for d in CONF.iterdir() if d.is_dir() and d.name != "hydra"}
+    groups = result.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    listed = {line for line in groups.splitlines() if ": " in line}
+    assert listed == expected and "_base" not in result.stdout
+    assert "optimizer: sgd_paper, torch_sgd" in listed
+
+
 @pytest.mark.parametrize(("entry", "override"), [("train.py", "model=resnet"),
                                                ("eval.py", "model=resnet"),
                                                ("prepare.py", "data=nope")])

@@ -23,7 +23,7 @@ import functools
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -118,9 +118,14 @@ def refuse_group_values(argv: list[str], conf_dir: Path) -> None:
             sys.exit(USER_ERROR)
 
 
+def group_options(names: Iterable[str]) -> list[str]:
+    """A config group's options: its files, less the ``_base`` they build on (a name from ``_``)."""
+    return sorted(n for n in names if n[:1] != "_")
+
+
 def options_line(group: str, names: list[str]) -> str:
     """The options of a config group, less the ``_base`` they build on."""
-    return f"the options of {group}: {', '.join(sorted(n for n in names if n[:1] != '_'))}"
+    return f"the options of {group}: {', '.join(group_options(names))}"
 
 
 def hydra_error_line(err: ConfigCompositionException | OverrideParseException) -> str:

@@ -1,5 +1,6 @@
 """Every resolver the configs use, registered by each entry point before it composes a config:
-``${repo_root:}``, ``${div:a,b}``, ``${csv:list}`` and ``${auto_precision:ACCELERATOR}``."""
+``${repo_root:}``, ``${div:a,b}``, ``${csv:list}``, ``${auto_precision:ACCELERATOR}`` and
+``${config_groups:}`` (``--help``)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,35 @@ def auto_precision(accelerator: str = "auto") -> str:
     return speed.auto_precision(accelerator)
 
 
+def config_groups() -> str:
+    """``${config_groups:}``: the lines of ``--help`` (``hydra.help.template``) that name each
+    config group and its options, as Hydra's own ``$APP_CONFIG_GROUPS`` does but less the
+    ``_base`` each group's options build on, which is not one of them. Read from the config
+    loader of the Hydra application answering ``--help``, so ``--config-dir`` groups are in."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.object_type import ObjectType
+
+    from alexnet.exits import group_options
+
+    if not GlobalHydra.instance().is_initialized():  # resolved outside a Hydra application
+        return "(the config groups: python src/train.py --help)"
+    loader = GlobalHydra.instance().config_loader()
+
+    def lines(parent: str) -> list[str]:
+        found = []
+        for name in loader.list_groups(parent):
+            group = f"{parent}/{name}" if parent else name
+            if group == "hydra":  # Hydra's own groups: --hydra-help lists them
+                continue
+            options = group_options(loader.get_group_options(group, ObjectType.CONFIG))
+            if options:
+                found.append(f"{group}: {', '.join(options)}")
+            found += lines(group)
+        return found
+
+    return "\n".join(sorted(lines("")))
+
+
 def register_resolvers() -> None:
     """``${div:a,b}`` (e.g. the plateau schedule's floor, lr / 10^3), ``${csv:list}`` (a study's
     arms and seeds as the comma-separated sweep of a multirun) and ``${auto_precision:ACC}`` (the
@@ -39,3 +69,5 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("csv", lambda items: ",".join(str(i) for i in items))
     if not OmegaConf.has_resolver("auto_precision"):
         OmegaConf.register_new_resolver("auto_precision", auto_precision)
+    if not OmegaConf.has_resolver("config_groups"):
+        OmegaConf.register_new_resolver("config_groups", config_groups)
