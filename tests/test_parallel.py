@@ -286,6 +286,22 @@ def test_external_launchers_processes_must_share_a_run_directory(
         in result.stderr
 
 
+
+def test_processes_sharing_a_run_directory_check_it_with_probes_of_their_own(
+        tmp_path: Path) -> None:
+    """Each process of a parallel run checks the shared run directory writable as it starts
+    (conf/hydra's check_writable); a probe file of one name for all let one process remove
+    another's before that one did, and that process stopped with "cannot write the run
+    directory". Here another process's probe is in place, under the name all shared before."""
+    from alexnet.callbacks import check_writable
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    other = run_dir / ".write-test"  # the other process's probe, not yet removed
+    other.write_bytes(b"")
+    check_writable._check_writable(str(run_dir))
+    assert [p.name for p in run_dir.iterdir()] == [".write-test"]  # its own probe gone, not this
+
 def test_the_slurm_launcher_config_composes(tmp_path: Path, data_dir: Path) -> None:
     from hydra import compose, initialize_config_dir
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +30,12 @@ def _check_writable(directory: str) -> None:
     path = Path(directory)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        # A probe of this process's own: the processes of one parallel run (torchrun nodes, SLURM
+        # tasks) share the run directory and check it at once; with one name for all, one would
+        # remove another's probe before that one did, and that run would stop here.
+        handle, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)
+        os.close(handle)
+        os.unlink(probe)
     except OSError as err:
         where = f" ({err.filename})" if err.filename and str(err.filename) != str(path) else ""
         print(f"error: cannot write the run directory {path}: {err.strerror}{where}",
