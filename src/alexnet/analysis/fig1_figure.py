@@ -49,9 +49,8 @@ def fig1_curves(paths: list[str | os.PathLike]) -> Fig1:
     """Fig. 1's curves from ``paths``: one sweep directory of a study with a ReLU (``none``) and a
     ``tanh`` arm gives each arm's runs at the learning rate the study's report chose (see
     :func:`alexnet.analysis.fig1_report.fig1_result`); anything else (several directories,
-    summary.json
-    files, runs of mixed settings) gives every training run found, each labelled by its arm and
-    seed."""
+    summary.json files, runs of mixed settings) gives every training run found, each labelled by
+    its arm and seed."""
     if not paths:
         raise UserError("no runs given: name a sweep directory or summary.json files")
     if len(paths) == 1 and Path(paths[0]).is_dir():
