@@ -29,8 +29,8 @@ recorded as such and the check goes on:
    with the default backend (NCCL, which is expected to refuse two ranks on one GPU: its first
    error line is recorded), then over gloo. ``--smoke`` runs the gloo launch on CPU processes;
 7. ``cifar10``: the paper's CIFAR-10 experiments on real images (the JPEG tree, ``--cifar``): Fig.
-   1's study (``study_fig1_cifar10_jpeg``) and Sec. 3.3's (``study_sec33_jpeg`` on a 60-epoch
-   schedule, 50 + 5 + 5), one process per arm and seed side by side on the one GPU, until the
+   1's study (``study_fig1_cifar10_jpeg``) and Sec. 3.3's (``study_sec33_60ep_jpeg``, 50 + 5 + 5
+   epochs), one process per arm and seed side by side on the one GPU, until the
    budget is spent. Then their reports and Fig. 1.
 
 ``--only`` runs some of the steps (``tests,benchmark,pipeline,resume,two_columns,cifar10``), so

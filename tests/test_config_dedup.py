@@ -162,7 +162,8 @@ def test_paper_takes_its_data_from_data_imagenet(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["study_fig1_cifar10", "study_fig1_cifar10_jpeg",
-                                  "study_sec33_jpeg", "study_sec33_short_jpeg"])
+                                  "study_sec33_jpeg", "study_sec33_short_jpeg",
+                                  "study_sec33_60ep_jpeg"])
 def test_derived_studies_restate_nothing_of_what_they_build_on(name: str,
                                                                tmp_path: Path) -> None:
     """A study that changes its parent's data source states no data setting its parent gives:
