@@ -57,7 +57,7 @@ from pathlib import Path
 
 from alexnet import exits
 from alexnet.device_check import carry, steps
-from alexnet.device_check.cifar10 import cifar10, extract_subset
+from alexnet.device_check.cifar10 import ArchiveError, check_archive, cifar10, extract_subset
 from alexnet.device_check.runner import PYTHON, ROOT, Check
 
 ARCHIVES = (ROOT.parent / "shared" / "data" / "cifar10-jpeg" / "CIFAR-10-images.tar.gz",
@@ -89,6 +89,11 @@ def main() -> None:
     if args.cifar is not None and not args.cifar.is_file():
         fail(f"--cifar {args.cifar} does not exist")
     archive = args.cifar or next((a for a in ARCHIVES if a.is_file()), None)
+    if archive is not None and (args.prepare or {"pipeline", "cifar10"} & set(only)):
+        try:  # before anything is written, and before a device's time is spent on it
+            check_archive(archive)
+        except ArchiveError as error:
+            fail(str(error))
     if args.prepare:
         call = carry.prepare(archive)
         print(json.dumps(call, indent=2))

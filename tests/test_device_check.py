@@ -3,6 +3,7 @@ is known to work before a GPU is lent."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -86,6 +87,55 @@ def test_only_some_steps_and_a_bad_step_name(tmp_path: Path) -> None:
         "error: --only: unknown step 'warp'; the steps are tests, benchmark, pipeline, resume, "
         "two_columns, cifar10")
     assert not (tmp_path / "bad").exists()
+
+
+def _archive(path: Path, tree: str = "CIFAR-10-images/{split}/cat") -> Path:
+    """A tar.gz of the JPEG tree's shape: one image of one class in each split."""
+    with tarfile.open(path, "w:gz") as tar:
+        for split in ("train", "test"):
+            member = tarfile.TarInfo(f"{tree.format(split=split)}/0001.jpg")
+            payload = os.urandom(3000)  # incompressible: cutting the file cuts into its data
+            member.size = len(payload)
+            tar.addfile(member, io.BytesIO(payload))
+    return path
+
+
+ARCHIVE_DAMAGES = {  # damage: what the one line says
+    "cut_half": "is not a readable tar archive (Compressed file ended before the end-of-stream",
+    "cut_to_10_bytes": "is not a readable tar archive",
+    "empty": "is not a readable tar archive",
+    "random": "is not a readable tar archive (file could not be opened successfully)",
+    "another_tree": "holds no <folder>/<train|test>/<class>/<image> files (train 0, "
+                    "test 0): not the CIFAR-10 JPEG archive",
+}
+
+
+@pytest.mark.parametrize("prepare", [False, True], ids=["check", "prepare"])
+@pytest.mark.parametrize("damage", list(ARCHIVE_DAMAGES))
+def test_a_damaged_cifar_archive_stops_before_anything_runs(damage: str, prepare: bool,
+                                                            tmp_path: Path) -> None:
+    """A damaged --cifar archive is found by reading it through before any step (here, and on a
+    device before its time is spent): one line, exit status 2, no results folder."""
+    archive = _archive(tmp_path / "CIFAR-10-images.tar.gz",
+                       *(["images/{split}_cat"] if damage == "another_tree" else []))
+    data = archive.read_bytes()
+    archive.write_bytes({"cut_half": data[:len(data) // 2], "cut_to_10_bytes": data[:10],
+                         "empty": b"", "random": os.urandom(len(data))}.get(damage, data))
+    out = tmp_path / "check"
+    args = ["--prepare"] if prepare else ["--smoke", "--only", "cifar10", "--out", str(out)]
+    result = subprocess.run([sys.executable, str(ROOT / "src" / "device_check.py"), *args,
+                             "--cifar", str(archive)], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {archive} ") and ARCHIVE_DAMAGES[damage] in line, line
+    assert not out.exists() and result.stdout == ""
+
+
+def test_an_undamaged_archive_is_counted_by_split(tmp_path: Path) -> None:
+    from alexnet.device_check.cifar10 import check_archive
+
+    assert check_archive(_archive(tmp_path / "a.tar.gz")) == {"train": 1, "test": 1}
 
 
 def test_a_device_machine_gets_every_dependency_it_lacks() -> None:

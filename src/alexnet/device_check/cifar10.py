@@ -12,10 +12,36 @@ import signal
 import subprocess
 import tarfile
 import time
+import zlib
 from pathlib import Path
 
 from alexnet.device_check.runner import PYTHON, ROOT, Check, step_env
 from alexnet.names import BASELINE_ARM
+
+
+class ArchiveError(ValueError):
+    """The CIFAR-10 archive cannot be read whole, or does not hold the JPEG tree."""
+
+
+def check_archive(archive: Path) -> dict[str, int]:
+    """Read the whole archive once (a damaged gzip stream or tar shows only when read through),
+    before any step runs; returns the number of images of each split, raises ArchiveError."""
+    counts = {"train": 0, "test": 0}
+    try:
+        with tarfile.open(archive) as tar:
+            for member in tar:
+                parts = Path(member.name).parts
+                if member.isfile() and len(parts) == 4 and parts[1] in counts:
+                    counts[parts[1]] += 1
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
+        why = str(error).splitlines()[0].rstrip(":")  # tarfile's lists one line per method
+        raise ArchiveError(f"{archive} is not a readable tar archive ({why}); replace it with "
+                           "a fresh copy of CIFAR-10-images.tar.gz") from None
+    if not all(counts.values()):
+        raise ArchiveError(f"{archive} holds no <folder>/<train|test>/<class>/<image> "
+                           f"files (train {counts['train']}, test {counts['test']}): not the "
+                           "CIFAR-10 JPEG archive")
+    return counts
 
 
 def extract_subset(archive: Path, out: Path, train_per_class: int | None = None,
