@@ -283,3 +283,15 @@ def test_the_config_table_lists_every_option_of_every_group() -> None:
              if (on_disk := {p.stem for p in (conf / g).glob("*.yaml")
                              if not p.stem.startswith("_")}) != table[g]}
     assert not wrong, f"options missing from or wrongly in docs/configuration.md: {wrong}"
+
+
+def test_the_layout_names_every_module() -> None:
+    """README's Layout is the map of src/: a module it does not name (as ``name.py``, or as a
+    callback on the callbacks/ line, one file each) fails here until it is placed there."""
+    block = (ROOT / "README.md").read_text().split("## Layout", 1)[1].split("```")[1]
+    callbacks = next(line for line in block.splitlines() if "callbacks/" in line)
+    callbacks += block.split(callbacks, 1)[1].splitlines()[1]  # its continuation line
+    unnamed = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "src").rglob("*.py"))
+               if p.name != "__init__.py" and "egg-info" not in str(p) and p.name not in block
+               and not (p.parent.name == "callbacks" and re.search(rf"\b{p.stem}\b", callbacks))]
+    assert unnamed == []
