@@ -22,22 +22,38 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
+from alexnet import exits
 from alexnet.data import preparation, writer
 from alexnet.data.datamodule import PreparedDataModule
 from alexnet.data.images import is_image_file
+from alexnet.exits import DataError
 from alexnet.resolvers import register_resolvers
 
 register_resolvers()  # before Hydra composes the config
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
+
+
+def fail(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(exits.USER_ERROR)
+
+
+def users_paths(text: str, tree: Path, images: Path) -> str:
+    """``text`` with each image named by the user's file, not by its copy in the work tree."""
+    text = re.sub(re.escape(str(tree)) + r"/[^/]+/[^/]+/", f"{images}/", text)
+    return text.replace(str(tree), str(images))
 
 
 def build_image_folder(images: Path, out: Path, count: int | None) -> int:
@@ -46,7 +62,7 @@ def build_image_folder(images: Path, out: Path, count: int | None) -> int:
     since preparation refuses one file reached from two splits through links."""
     files = sorted(p for p in images.iterdir() if is_image_file(p.name))[:count]
     if not files:
-        raise SystemExit(f"error: no images in {images}")
+        fail(f"no images in {images}")
     for split in ("train", "val"):
         for path in files:
             folder = out / split / path.name.split("_")[0]
@@ -126,7 +142,7 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="work here and keep the files")
     args = parser.parse_args()
     if not args.images.is_dir():
-        raise SystemExit(f"error: {args.images} does not exist: pass --images DIR of JPEGs")
+        fail(f"{args.images} does not exist: pass --images DIR of JPEGs")
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="alexnet-bench-"))
     try:
@@ -141,10 +157,23 @@ def main() -> None:
               f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 
         job = preparation.plan("imagefolder", tree, prepared_dir, 256)
-        result = writer.write(job, workers=args.prepare_workers, progress=False)
+        try:
+            result = writer.write(job, workers=args.prepare_workers, progress=False)
+        except DataError as err:  # none of the images decodes: nothing to time
+            fail(users_paths(" ".join(str(err).split()), tree, args.images))
         prepare_rate = result.images / result.seconds
         print(f"prepare: {result.images} images (train and val) in {result.seconds:.1f} s = "
               f"{prepare_rate:.0f} images/s with {result.workers} processes")
+        # What the prepare skipped as undecodable, the baseline would stop on: both pipelines
+        # read the images that decode, and each skipped file is named.
+        skipped = {Path(f["path"]).name: f["error"] for f in result.skipped}
+        for name, error in sorted(skipped.items()):
+            print(f"skipped {args.images / name}, which cannot be decoded: "
+                  f"{users_paths(error, tree, args.images)}")
+            for copy in tree.glob(f"*/*/{name}"):
+                copy.unlink()
+                if not any(copy.parent.iterdir()):  # a class left without images
+                    copy.parent.rmdir()
 
         baseline = torchvision_loader(tree / "train", args.batch_size, args.workers)
         load = os.getloadavg()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT
+from helpers import ROOT, SAMPLE
 
 from alexnet.benchmarks.baselines import stock_net
 from alexnet.benchmarks.training_speed import autocast_dtype
@@ -110,3 +110,53 @@ def test_stock_baseline_is_the_same_network() -> None:
     torch.testing.assert_close(stock(x), net(x), rtol=1e-5, atol=1e-5)
     assert autocast_dtype("bf16-mixed") == torch.bfloat16
     assert autocast_dtype("32-true") is None
+
+
+def _benchmark_data(images: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "src" / "benchmark_data.py"), "--images",
+                           str(images), "--seconds", "0.1", "--workers", "0", "--batch-size", "2",
+                           "--prepare-workers", "1"], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+
+
+def test_the_input_pipeline_benchmark_skips_and_names_what_cannot_be_decoded(
+        tmp_path: Path) -> None:
+    """A file of --images that does not decode is left out of both pipelines (the torchvision
+    baseline would stop on it) and named as the user's file, with why; the rest is measured."""
+    if not SAMPLE.is_dir():
+        pytest.skip("no ../shared/data/imagenet-sample")
+    images = tmp_path / "images"
+    images.mkdir()
+    for source in sorted(SAMPLE.glob("*.JPEG"))[:4]:
+        (images / source.name).write_bytes(source.read_bytes())
+    whole = (images / sorted(p.name for p in images.iterdir())[0]).read_bytes()
+    (images / "n09999999_cut.JPEG").write_bytes(whole[:len(whole) // 3])
+    (images / "n00000000_text.JPEG").write_text("not an image\n")
+    result = _benchmark_data(images)
+    assert result.returncode == 0, result.stderr[-2000:]
+    skipped = [line for line in result.stdout.splitlines() if line.startswith("skipped")]
+    assert skipped == [
+        f"skipped {images}/n00000000_text.JPEG, which cannot be decoded: UnidentifiedImageError: "
+        f"cannot identify image file '{images}/n00000000_text.JPEG'",
+        f"skipped {images}/n09999999_cut.JPEG, which cannot be decoded: OSError: image file is "
+        "truncated" + skipped[1].split("truncated", 1)[1]]
+    assert "torchvision ImageFolder + PIL" in result.stdout and "1.0x" in result.stdout
+
+
+@pytest.mark.parametrize("content", ["nothing", "missing", "undecodable"])
+def test_the_input_pipeline_benchmark_without_an_image_it_can_read(content: str,
+                                                                   tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    if content != "missing":
+        images.mkdir()
+    if content == "undecodable":
+        (images / "n0_a.JPEG").write_text("not an image\n")
+    result = _benchmark_data(images)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line == {
+        "nothing": f"error: no images in {images}",
+        "missing": f"error: {images} does not exist: pass --images DIR of JPEGs",
+        "undecodable": f"error: {images}: none of the train images could be decoded (first: "
+                       f"{images}/n0_a.JPEG: UnidentifiedImageError: cannot identify image file "
+                       f"'{images}/n0_a.JPEG')"}[content]
