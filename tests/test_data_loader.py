@@ -228,3 +228,31 @@ def test_the_built_in_dataset_is_drawn_again_when_its_format_is_old(tmp_path: Pa
     data.prepare_data()
     assert prepared.load_stats(root, SIZE)["format_version"] == prepared.FORMAT_VERSION
     assert (root / "train_images.npy").read_bytes() == first  # the same images, redrawn
+
+
+@pytest.mark.parametrize("damage", ["stats_cut", "images_cut", "labels_missing", "mean_random"])
+def test_the_built_in_dataset_is_drawn_again_when_damaged(damage: str, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    """It is a cache the project made: a damaged copy is drawn again, with one note naming the
+    damage, not refused as a user's prepared dataset would be."""
+    root = tmp_path / "synthetic"
+    data = SyntheticDataModule(str(root), num_classes=2, train_per_class=2, val_per_class=1,
+                               image_size=SIZE, crop_size=CROP, num_workers=0)
+    data.prepare_data()
+    first = {p.name: p.read_bytes() for p in root.iterdir()}
+    file = {"stats_cut": "stats.json", "images_cut": "train_images.npy",
+            "labels_missing": "val_labels.npy", "mean_random": "mean_image.npy"}[damage]
+    if damage == "labels_missing":
+        (root / file).unlink()
+    elif damage == "mean_random":
+        (root / file).write_bytes(np.random.default_rng(0).bytes(len(first[file])))
+    else:
+        (root / file).write_bytes(first[file][:len(first[file]) // 2])
+    capsys.readouterr()
+    data.prepare_data()
+    (note,) = capsys.readouterr().err.strip().splitlines()
+    assert note.startswith("note: the built-in data are damaged (") and str(root / file) in note
+    assert note.endswith("); drawing them again")
+    assert {p.name: p.read_bytes() for p in root.iterdir()} == first  # the same data, redrawn
+    data.prepare_data()
+    assert capsys.readouterr().err == ""  # whole again: read, not drawn

@@ -15,6 +15,7 @@ from __future__ import annotations
 import colorsys
 import itertools
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from alexnet.data import prepared, writer
+from alexnet.exits import DataError
 
 SHAPES = ("disc", "square", "triangle", "cross", "ring", "star", "diamond", "bar")
 TEXTURES = ("solid", "stripes", "checker", "dots")
@@ -204,8 +206,15 @@ def generate(
 
 
 def prepare(root: str | Path, **generation: Any) -> dict:
-    """The stats of the built-in dataset at ``root``, drawn first if it is missing or was
-    written by an older version of the format (it is a cache)."""
-    if prepared.is_prepared(root) and prepared.is_current(prepared.read_stats(root)):
-        return prepared.load_stats(root)
+    """The stats of the built-in dataset at ``root``, drawn first if it is missing, was written
+    by an older version of the format, or is damaged (it is a cache: drawn again, with a note)."""
+    if prepared.is_prepared(root):
+        try:
+            if prepared.is_current(prepared.read_stats(root)):
+                stats = prepared.load_stats(root)
+                prepared.check_arrays(root, stats)
+                return stats
+        except DataError as err:
+            print(f"note: the built-in data are damaged ({' '.join(str(err).split())}); "
+                  "drawing them again", file=sys.stderr)
     return generate(root, **generation)
