@@ -3,6 +3,7 @@
     python src/figures.py fig1 SWEEP_DIR_OR_RUNS...   # Fig. 1: training error against epochs
     python src/figures.py fig3 CKPT                   # Fig. 3: conv1's kernels, colour scores
     python src/figures.py fig4 CKPT [--images 0,7]    # Fig. 4: nearest training images in fc7
+    python src/figures.py curves SWEEP_DIR            # a study's error per epoch, each arm's gap
 
 Each writes its PNG, inputs.json (the exact inputs: files with their sha256, indices, options)
 and measurements.json into --out (default logs/figures/<time>/). A mistake gives one
@@ -15,10 +16,18 @@ from datetime import datetime
 from pathlib import Path
 
 from alexnet import exits
+from alexnet.analysis.curves_figure import (
+    CURVE_METRICS,
+    CURVES_FILE,
+    curves_record,
+    plot_curves,
+    study_curves,
+)
 from alexnet.analysis.fig1_figure import FIG1_FILE, fig1_curves, fig1_record, plot_fig1
 from alexnet.analysis.figure_dir import file_record, write_figure_dir
 from alexnet.analysis.study import StudyError
 from alexnet.exits import DataError, UserError
+from alexnet.names import VAL_TOP1
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,7 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     fig4.add_argument("--prepared-dir", default=None,
                       help="read this prepared dataset instead of the checkpoint's")
     fig4.add_argument("--tile", type=int, default=128, help="pixels per image shown (128)")
-    for command in (fig1, fig3, fig4):
+    curves = sub.add_parser("curves", help="a study's error per epoch and each ablation's gap")
+    curves.add_argument("study", type=Path, help="a study's sweep directory")
+    curves.add_argument("--metric", default=VAL_TOP1,
+                        help=f"one of {', '.join(CURVE_METRICS)} (default {VAL_TOP1})")
+    for command in (fig1, fig3, fig4, curves):
         command.add_argument("--out", type=Path, default=None,
                              help="output directory (default: logs/figures/<time>)")
     return parser
@@ -64,6 +77,10 @@ def make(args: argparse.Namespace) -> tuple[dict, dict, dict]:
         inputs, measured = fig1_record(data)
         inputs["given"] = [str(p) for p in args.runs]
         return {FIG1_FILE: plot_fig1(data)}, inputs, measured
+    if args.figure == "curves":
+        data = study_curves(args.study, args.metric)
+        inputs, measured = curves_record(data)
+        return {CURVES_FILE: plot_curves(data)}, inputs, measured
     # torch and Lightning only for the figures of a checkpoint: Fig. 1 and --help without them
     from alexnet.analysis import network_figures as figures
 

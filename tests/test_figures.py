@@ -266,3 +266,53 @@ def test_image_rows_layout() -> None:
     canvas = image_rows(rows, tile=10, gap=2)
     assert canvas.shape == (2 + 2 * 12, 2 + 3 * 12 + 2, 3)
     assert (canvas[2:12, 2:12] == 0).all() and (canvas[14:24, 2 + 12 + 2:2 + 12 + 12] == 41).all()
+
+
+def test_curves_of_the_committed_sec33_study_pair_the_seeds(tmp_path: Path) -> None:
+    """The curves figure's gap at each epoch is the mean over the seeds of ablation minus
+    baseline, each seed's pair read straight from its two summaries; drawn without torch."""
+    sweep = ROOT / "ablations" / "results" / "sec33_short_jpeg"
+    out = tmp_path / "curves"
+    status, loaded, result = run_watching_imports(ROOT / "src" / "figures.py",
+                                                  ["curves", str(sweep), "--out", str(out)],
+                                                  tmp_path)
+    assert (status, loaded) == (0, []), result.stdout + result.stderr[-2000:]
+    measured = json.loads((out / "measurements.json").read_text())
+    study = load_study(sweep)
+    base, ablated = study.by_arm("none"), study.by_arm("no_lrn")
+    assert measured["seeds_paired"] == {"no_lrn": [1, 2, 3, 4, 5]}
+    gap = dict(measured["gap_points_by_epoch"]["no_lrn"])
+    assert sorted(int(e) for e in gap) == list(range(1, 29))
+    for epoch in (1, 20, 28):
+        expected = np.mean([100 * (dict(ablated[s].history("val/top1_err"))[epoch]
+                                   - dict(base[s].history("val/top1_err"))[epoch])
+                            for s in range(1, 6)])
+        assert gap[epoch] == pytest.approx(expected)
+    means = measured["mean_by_epoch"]
+    assert means["none"][-1][1] == pytest.approx(
+        np.mean([base[s].history("val/top1_err")[-1][1] for s in range(1, 6)]))
+    assert len(json.loads((out / "inputs.json").read_text())["summaries"]) == 10
+    assert Image.open(out / "curves.png").size[0] > 0
+
+
+def test_curves_of_a_study_over_learning_rates_and_their_mistakes(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture
+                                                                  ) -> None:
+    sweep = ROOT / "ablations" / "results" / "fig1"
+    assert cli.main(["curves", str(sweep), "--metric", "train/top1_err",
+                     "--out", str(tmp_path / "fig1")]) == 0
+    measured = json.loads((tmp_path / "fig1" / "measurements.json").read_text())
+    # each rate its curve, and tanh's gap to ReLU at the same rate
+    assert set(measured["gap_points_by_epoch"]) == {"tanh, lr 0.001", "tanh, lr 0.002",
+                                                     "tanh, lr 0.004"}
+    capsys.readouterr()
+    for args, line in (
+            (["--metric", "test/top1_err"],
+             "error: --metric 'test/top1_err': one of val/top1_err, train/top1_err"),
+            ([], None)):
+        target = sweep if line else tmp_path / "nowhere"
+        out = tmp_path / "bad"
+        assert cli.main(["curves", str(target), *args, "--out", str(out)]) == 2
+        (said,) = capsys.readouterr().err.strip().splitlines()
+        assert said == (line or f"error: no such sweep directory: {target}")
+        assert not out.exists()

@@ -185,6 +185,7 @@ def _entries() -> dict[str, Callable]:
         "train": _hydra_entry("train", reports_user_errors(train), IMAGES_BASE),
         "prepare": _hydra_entry("prepare", prepare_main(), ["progress=false", "workers=1"]),
         "figures": _argparse_entry(ROOT / "src" / "figures.py"),
+        "curves": _argparse_entry(ROOT / "src" / "figures.py"),
         "report": _argparse_entry(ROOT / "ablations" / "report.py"),
         "load_study": _library(load_study, StudyError),
         "load_network": _library(load_network, UserError),
@@ -229,6 +230,7 @@ SUMMARY = "study/none/lr0.01/seed1/summary.json"
 SUMMARY_COMMANDS = {
     "report": ["{tmp}/study"],
     "figures": ["fig1", "{tmp}/study", "--out", "{tmp}/figure"],
+    "curves": ["curves", "{tmp}/study", "--out", "{tmp}/figure"],
     "load_study": ["{tmp}/study"],
 }
 IMAGENET_FILES = {  # the files that label ILSVRC-2012's flat val/ and name its classes
