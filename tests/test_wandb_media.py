@@ -159,7 +159,7 @@ def test_report_logs_study_to_wandb(tiny_sweep: Path, tmp_path: Path,
     run = read_run(run_dir)
     assert run["config"]["study"]["name"] == "tiny" and run["config"]["runs"] == 2
     (row,) = [r for r in run["history"] if "study/runs/path" in r]
-    for key in ("study/report", "study/fig1"):
+    for key in ("study/report", "study/curves", "study/fig1"):
         assert (run_dir / "files" / row[f"{key}/path"]).is_file(), key
     table = json.loads((run_dir / "files" / row["study/runs/path"]).read_text())
     arms = {line[table["columns"].index("arm")] for line in table["data"]}

@@ -1,4 +1,4 @@
-"""A study's report (``report.png``), its Fig. 1 plot and its tables as one wandb run
+"""A study's report (``report.png``), its curves, its Fig. 1 plot and its tables as one wandb run
 (``python ablations/report.py SWEEP_DIR --wandb``): read from the runs' summary.json files."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from alexnet.analysis.ablation_report import claims_by_ablation
+from alexnet.analysis.curves_figure import plot_curves, study_curves
 from alexnet.analysis.fig1_figure import fig1_curves, plot_fig1
 from alexnet.analysis.fig1_report import FIG1_TARGET
 from alexnet.analysis.study import BASELINE, ERRORS, arm_errors, epochs_to_error, load_study
@@ -18,9 +19,10 @@ from alexnet.names import TRAIN_TOP1
 def log_study(sweep_dir: str | os.PathLike, report_png: str | os.PathLike, *,
               online: bool = False, wandb_dir: str | os.PathLike | None = None) -> Path:
     """Log a study as one wandb run (offline by default, into ``wandb_dir``, by default the
-    sweep directory): ``study/report`` (report.png), ``study/fig1`` (when the study has ReLU and
-    tanh runs), ``study/runs`` (one row per run) and ``study/deltas`` (the report's table).
-    Returns the wandb run's directory."""
+    sweep directory): ``study/report`` (report.png), ``study/curves`` (each arm's validation
+    error per epoch and each ablation's gap), ``study/fig1`` (when the study has ReLU and tanh
+    runs), ``study/runs`` (one row per run) and ``study/deltas`` (the report's table). Returns
+    the wandb run's directory."""
     import io
 
     import wandb
@@ -53,10 +55,13 @@ def log_study(sweep_dir: str | os.PathLike, report_png: str | os.PathLike, *,
                      config={"study": study.spec, "sweep_dir": str(study.directory.resolve()),
                              "runs": len(study.runs)})
     media: dict[str, Any] = {"study/report": wandb.Image(str(report_png))}
+    figures = {"study/curves": lambda: plot_curves(study_curves(study.directory))}
     if any(r.arm == "tanh" for r in study.runs):
+        figures["study/fig1"] = lambda: plot_fig1(fig1_curves([study.directory]))
+    for key, draw in figures.items():
         buffer = io.BytesIO()
-        plot_fig1(fig1_curves([study.directory])).savefig(buffer, format="png", dpi=110)
-        media["study/fig1"] = wandb.Image(Image.open(buffer))
+        draw().savefig(buffer, format="png", dpi=110)
+        media[key] = wandb.Image(Image.open(buffer))
     media["study/runs"] = wandb.Table(
         columns=["arm", "seed", "lr", "status", "test_top1_err", "test_top5_err",
                  "epochs_to_25pct_train_err", "wall_time_s", "summary"], data=runs)
