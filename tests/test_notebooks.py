@@ -61,7 +61,7 @@ def test_ablation_report_notebook(tiny_sweep: Path, tmp_path: Path) -> None:
     book = execute("ablation_report.ipynb", {"SWEEP_DIR": str(tiny_sweep)}, tmp_path)
     markdown = "".join(o["data"]["text/markdown"] for o in _outputs(book, "text/markdown"))
     assert "# Ablation study `tiny`" in markdown and "| tanh | 1 |" in markdown
-    assert len(_outputs(book, "image/png")) == 2  # the report's plot and Fig. 1
+    assert len(_outputs(book, "image/png")) == 3  # the report's plot, Fig. 1 and the curves
 
 
 def test_figures_notebook(tiny_wandb_run: Path, tmp_path: Path) -> None:
