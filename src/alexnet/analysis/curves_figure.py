@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from alexnet.analysis.figure_dir import file_record
-from alexnet.analysis.study import Run, load_study
+from alexnet.analysis.study import Run, Study, load_study
 from alexnet.exits import UserError
 from alexnet.names import BASELINE_ARM, TRAIN_TOP1, VAL_TOP1
 
@@ -50,12 +50,14 @@ def _mean(runs: dict[Any, list[tuple[int, float]]]) -> list[tuple[int, float]]:
     return [(e, sum(h[e] for h in by_epoch) / len(by_epoch)) for e in common]
 
 
-def study_curves(directory: str | os.PathLike, metric: str = VAL_TOP1) -> Curves:
+def study_curves(study: Study | str | os.PathLike, metric: str = VAL_TOP1) -> Curves:
     """The curves of ``metric`` for every arm (and learning rate, in a study that sweeps them)
-    of the study in ``directory``, with each ablation's paired gap to the baseline."""
+    of ``study`` (loaded, or its sweep directory), with each ablation's paired gap to the
+    baseline."""
     if metric not in CURVE_METRICS:
         raise UserError(f"--metric {metric!r}: one of {', '.join(CURVE_METRICS)}")
-    study = load_study(directory)
+    if not isinstance(study, Study):
+        study = load_study(study)
     swept = study.spec.get("lrs")  # a study over learning rates (Fig. 1): each rate its curve
     lrs = sorted({r.lr for r in study.runs if r.lr is not None}) if swept else [None]
     arms = []
@@ -68,8 +70,8 @@ def study_curves(directory: str | os.PathLike, metric: str = VAL_TOP1) -> Curves
                 arms.append(ArmCurves(arm, lr, histories,
                                       [runs[s].path for s in histories], _mean(histories)))
     if not arms:
-        raise UserError(f"no run below {directory} has a per-epoch {metric} in its summary.json "
-                        "history")
+        raise UserError(f"no run below {study.directory} has a per-epoch {metric} in its "
+                        "summary.json history")
     curves = Curves(study.name, metric, arms)
     baselines = {a.lr: a for a in arms if a.arm == BASELINE_ARM}
     for ablated in arms:
@@ -82,7 +84,7 @@ def study_curves(directory: str | os.PathLike, metric: str = VAL_TOP1) -> Curves
         paired = {s: [(e, 100 * (dict(ablated.runs[s])[e] - dict(base.runs[s])[e]))
                       for e in sorted(set(dict(ablated.runs[s])) & set(dict(base.runs[s])))]
                   for s in seeds}
-        key = ablated.arm if ablated.lr is None else f"{ablated.arm}, lr {ablated.lr:g}"
+        key = _label(ablated)
         curves.gaps[key] = _mean(paired)
         curves.seeds_paired[key] = seeds
     return curves

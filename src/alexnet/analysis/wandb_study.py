@@ -13,6 +13,7 @@ from alexnet.analysis.fig1_figure import fig1_curves, plot_fig1
 from alexnet.analysis.fig1_report import FIG1_TARGET
 from alexnet.analysis.study import BASELINE, ERRORS, arm_errors, epochs_to_error, load_study
 from alexnet.analysis.study import paired_delta as delta
+from alexnet.exits import UserError
 from alexnet.names import TRAIN_TOP1
 
 
@@ -55,7 +56,12 @@ def log_study(sweep_dir: str | os.PathLike, report_png: str | os.PathLike, *,
                      config={"study": study.spec, "sweep_dir": str(study.directory.resolve()),
                              "runs": len(study.runs)})
     media: dict[str, Any] = {"study/report": wandb.Image(str(report_png))}
-    figures = {"study/curves": lambda: plot_curves(study_curves(study.directory))}
+    figures = {}
+    try:  # the study already read; a study without per-epoch validation errors has no curves
+        curves = study_curves(study)
+        figures["study/curves"] = lambda: plot_curves(curves)
+    except UserError:
+        pass
     if any(r.arm == "tanh" for r in study.runs):
         figures["study/fig1"] = lambda: plot_fig1(fig1_curves([study.directory]))
     for key, draw in figures.items():
