@@ -171,6 +171,32 @@ def test_summary_on_a_full_disk_leaves_no_file(tmp_path: Path,
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_run_directory_removed_mid_run_is_said_in_one_line(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]
+                                                              ) -> None:
+    """A cleanup script or a hand that removes the run's directory while it trains: the summary
+    cannot be written; one line naming it and status 1, not FileNotFoundError's traceback."""
+    from omegaconf import OmegaConf
+
+    from alexnet.exits import FAILED, reports_user_errors
+
+    run_dir = tmp_path / "runs" / "gone"
+    run_dir.mkdir(parents=True)
+
+    @reports_user_errors
+    def task(cfg: object) -> None:
+        run_dir.rmdir()  # removed while the run ran
+        summary_module.write_summary(run_dir / "summary.json", {"status": "completed"})
+
+    with pytest.raises(SystemExit) as exit_:
+        task(OmegaConf.create({}))
+    assert exit_.value.code == FAILED
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == (f"error: cannot write {run_dir}/summary.json: its directory was removed "
+                    "while the run ran")
+    assert list((tmp_path / "runs").iterdir()) == []  # nothing recreated, nothing half-written
+
+
 def test_crops_depend_on_seed_epoch_and_image_alone() -> None:
     from alexnet.data.resume import geometry
 

@@ -2,7 +2,7 @@
 place (docs/long-runs.md, "Exit statuses"):
 
     0    completed
-    1    failed: a crash, or a disk that cannot be written
+    1    failed: a crash, a disk that cannot be written, or a run directory removed mid-run
     2    a user error: a bad value, an unknown config option or key, a missing or damaged file
          (one ``error:`` line says which)
     3    diverged: a non-finite training loss
@@ -53,6 +53,14 @@ def interrupted(signum: int) -> int:
 CTRL_C = interrupted(signal.SIGINT)  # 130
 # Errors of writing (a full disk, a read-only or forbidden directory): one line, status 1.
 WRITE_ERRNOS = (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.EPERM)
+
+
+class DirectoryRemoved(OSError):
+    """An output directory removed while the run was writing into it (by hand, or by a cleanup
+    script): one line and status 1, as a full disk, rather than a traceback."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(errno.ENOENT, "its directory was removed while the run ran", str(path))
 
 
 class UserError(Exception):
@@ -201,7 +209,7 @@ def reports_user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConf
                   file=sys.stderr)
             sys.exit(CTRL_C)
         except OSError as err:
-            if err.errno not in WRITE_ERRNOS:
+            if err.errno not in WRITE_ERRNOS and not isinstance(err, DirectoryRemoved):
                 raise
             if not getattr(err, "reported", False):  # else the run's final line said it
                 print(f"error: cannot write {err.filename or ''}: {err.strerror}",

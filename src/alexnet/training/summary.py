@@ -24,6 +24,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from alexnet.exits import DirectoryRemoved
 from alexnet.names import TEST10_TOP1, TEST_TOP1, VAL_TOP1, arm_name
 from alexnet.provenance import git_state
 
@@ -130,8 +131,11 @@ def _study(cfg: DictConfig) -> dict[str, Any] | None:
 
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
-    """Write atomically: a reader never sees a half-written record."""
+    """Write atomically: a reader never sees a half-written record. A run directory removed
+    while the run ran is said as such (DirectoryRemoved), not as a missing file."""
     tmp = path.with_suffix(".json.tmp")
+    if not path.parent.is_dir():
+        raise DirectoryRemoved(path)
     try:
         with open(tmp, "w") as f:
             f.write(json.dumps(summary, indent=2, default=str) + "\n")
