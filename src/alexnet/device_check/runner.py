@@ -88,7 +88,7 @@ class Check:
     def run_together(self, name: str, commands: list[list[str]], limit: float,
                      **extra: Any) -> dict[str, Any]:
         """Run ``commands`` side by side (one log each) for at most ``limit`` seconds of the
-        budget; passed when every one exits 0."""
+        budget; passed when every one exits 0 (``exits``: each one's status, or ``stopped``)."""
         limit = max(1.0, min(limit, self.left()))
         started = time.monotonic()
         deadline = started + limit
@@ -122,7 +122,7 @@ class Check:
         else:
             status = f"failed (exit {', '.join(codes)})"
         record = {"status": status, "seconds": round(time.monotonic() - started, 1),
-                  "commands": [_shown(args) for args in commands],
+                  "exits": codes, "commands": [_shown(args) for args in commands],
                   "logs": [str(log.relative_to(self.out)) for log in logs], **extra}
         print(f"{name}: {status} in {record['seconds']} s", flush=True)
         return self.record(name, record)
