@@ -148,6 +148,11 @@ def test_a_mistake_hydra_finds_is_answered_before_torch_is_imported(entry: str, 
     ("train.py", ["hydra/launcher=nope"], ["hydra/launcher=nope: no such option", "slurm"]),
     ("eval.py", ["model=nope"], ["Could not override 'model'", "+model=nope"]),
     ("prepare.py", ["data=nope"], ["data=nope: no such option", "cifar10_folder"]),
+    # Hydra resolves --cfg hydra alone, without paths.log_dir that hydra.run.dir names
+    ("train.py", ["--cfg=hydra", "--resolve"], ["error: --resolve: ", "'paths.log_dir'",
+                                                   "use --cfg all --resolve"]),
+    ("train.py", ["--cfg=job", "--resolve", "optimizer.lr=${nothing}"],
+     ["error: --resolve: Interpolation key 'nothing' not found"]),
     # a group's _base is what its options build on, not one of them
     ("train.py", ["data=_base"], ["data=_base: not an option of data", "imagefolder"]),
     ("train.py", ["-m", "optimizer=torch_sgd,_base"], ["not an option of optimizer",

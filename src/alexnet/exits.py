@@ -176,6 +176,12 @@ def hydra_errors_in_one_line() -> Iterator[None]:
                     raise
                 print(f"error: {hydra_error_line(err)}", file=sys.stderr)
                 sys.exit(USER_ERROR)
+            except OmegaConfBaseException as err:  # only --cfg ... --resolve resolves here
+                if "--resolve" not in sys.argv or os.environ.get("HYDRA_FULL_ERROR") == "1":
+                    raise
+                print(f"error: --resolve: {one_line(err)}{unresolvable_hint(sys.argv)}",
+                      file=sys.stderr)
+                sys.exit(USER_ERROR)
 
         return report(composed)
 
@@ -184,6 +190,17 @@ def hydra_errors_in_one_line() -> Iterator[None]:
         yield
     finally:
         hydra_internal.run_and_report = report
+
+
+def unresolvable_hint(argv: list[str]) -> str:
+    """Hydra resolves ``--cfg hydra`` alone, without the run's settings that hydra.run.dir names
+    (``paths.log_dir``): say what prints it resolved."""
+    shown = [b for a, b in zip(argv, [*argv[1:], ""], strict=True) if a in ("--cfg", "-c")]
+    shown += [a.split("=", 1)[1] for a in argv if a.startswith("--cfg=")]
+    if "hydra" not in shown:
+        return ""
+    return ("; Hydra resolves --cfg hydra without the run's settings, which hydra.run.dir names: "
+            "use --cfg all --resolve (its hydra: section comes first)")
 
 
 def reports_user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
