@@ -20,7 +20,8 @@ recorded as such and the check goes on:
 4. ``input_pipeline``: ``src/benchmark_data.py``, the prepared uint8 batches through the loader
    alone, images/s beside what the GPU's step consumes (from step 3);
 5. ``resume``: a short run stopped by SIGTERM in an epoch's middle and resumed
-   (``ckpt_path=last``) against the same run uninterrupted: the largest relative difference of
+   (``ckpt_path=last``) against the same run uninterrupted (the two first runs side by side, one
+   intra-op thread each, as the resumed one): the largest relative difference of
    their final weights, and whether their per-epoch metrics are equal (bit-identical on a CPU;
    cuDNN's kernels need not be);
 6. ``two_columns``: the paper's two-column layout (``trainer=model_parallel``) as far as one GPU
