@@ -12,7 +12,9 @@ ILSVRC-2012's validation images and name its classes (Kaggle's csv and synset ma
 meta.mat and ground truth: ``src/prepare.py data=imagenet``), the paper's claims
 (``ablations/claims.yaml``, read by the report) and a config file of the user's (Hydra's own
 answer). Image files follow their own policy, tested at the end: a file that cannot be decoded is
-skipped and named, and a split of which none can be decoded is an error.
+skipped and named, and a split of which none can be decoded is an error; so does a study's earlier
+summary.json that a sweep started again reads (skip_completed): damaged, its run runs again with a
+note.
 
 The commands run in-process through their own wrappers, as in ``tests/test_bad_inputs.py``,
 except the config file's, which Hydra reads before any of the suite's code runs.
@@ -408,6 +410,63 @@ def test_a_split_of_which_no_image_can_be_decoded(world: Path, tmp_path: Path, d
     assert line.startswith(f"error: {tmp_path}/images: none of the ")
     assert f"images could be decoded (first: {tmp_path}/images/" in line
     assert not (tmp_path / "prepared").exists()  # the work so far stays in prepared.partial
+
+
+# -- a study's earlier record: read by skip_completed, replaced by the run -----------------------
+# A sweep started again (skip_completed=true) reads each run directory's summary.json to skip the
+# runs that completed. A damaged one, or another file by that name, is no result to keep: the run
+# is run again, with a note naming the file, and its own record replaces it.
+EARLIER = {"json_list": b"[]\n", "json_string": b'"completed"\n',
+           "config_not_a_mapping": b'{"task": "train", "status": "completed", "config": 3}\n'}
+
+
+@pytest.mark.parametrize("damage", [*EVERY_CUT, "a_npy", *EARLIER])
+def test_a_damaged_earlier_summary_is_run_again_with_a_note(
+        damage: str, world: Path, tmp_path: Path, data_dir: Path,
+        capsys: pytest.CaptureFixture) -> None:
+    from alexnet.jobs.checks import completed_summary
+
+    cfg = compose_config("train", [*TINY, "skip_completed=true"], tmp_path, data_dir)
+    earlier = tmp_path / "summary.json"
+    earlier.write_bytes(EARLIER.get(damage) or (world / SUMMARY).read_bytes())
+    if damage not in EARLIER:
+        DAMAGES[damage].apply(earlier, world)
+    capsys.readouterr()
+    assert completed_summary(earlier, cfg) is None
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"note: {earlier} is not a ") and line.endswith(
+        "; running this run again")
+
+
+def test_the_run_replaces_a_damaged_earlier_summary(world: Path, tmp_path: Path, data_dir: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    cfg = compose_config("train", [*TINY, "skip_completed=true", "trainer.max_epochs=1"],
+                         tmp_path, data_dir)
+    earlier = tmp_path / "summary.json"
+    earlier.write_bytes((world / SUMMARY).read_bytes()[:100])
+    capsys.readouterr()
+    summary = train(cfg)
+    assert f"note: {earlier} is not a readable summary.json" in capsys.readouterr().err
+    assert summary["status"] == "completed"
+    assert json.loads(earlier.read_text())["status"] == "completed"
+
+
+@pytest.mark.parametrize("config", ["train", "eval"])
+def test_a_directory_where_the_record_goes_is_refused_before_the_work(
+        config: str, world: Path, tmp_path: Path, data_dir: Path, entries: dict[str, Callable],
+        capsys: pytest.CaptureFixture) -> None:
+    """summary.json is written after the work: a directory in its place would fail only then."""
+    (tmp_path / "summary.json").mkdir()
+    args = [*TINY] if config == "train" else [f"ckpt_path={world / CKPT}"]
+    cfg = compose_config(config, args, tmp_path, data_dir)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        reports_user_errors(train if config == "train" else evaluate)(cfg)
+    assert stopped.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == (f"error: {tmp_path}/summary.json is not a file, and the run writes its record "
+                    "there: remove it, or choose another run directory (hydra.run.dir)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
 
 
 # -- a config file of the user's: read by Hydra, before any of the suite's code ----------------

@@ -155,21 +155,31 @@ def read_runs(path: str | os.PathLike) -> list[Run]:
     else:
         raise StudyError(f"no such sweep directory: {path}")
     runs = []
-    again = "run that run again, or remove its directory"
     for file in paths:
         try:
-            summary = json.loads(file.read_text())
-        except (OSError, ValueError) as err:  # ValueError: not JSON, or not text at all
-            raise StudyError(f"{file} is not a readable summary.json "
-                             f"({' '.join(str(err).split())}): {again}") from None
-        if not isinstance(summary, dict) or "task" not in summary:  # another file by that name
-            raise StudyError(f"{file} is not a summary.json written by this suite (no task): "
-                             f"{again}")
-        runs.append(Run(file, summary))
+            runs.append(Run(file, read_summary(file)))
+        except StudyError as err:
+            raise StudyError(f"{err}: run that run again, or remove its directory") from None
     runs = [r for r in runs if r.summary.get("task") == "train"]
     if not runs:
         raise StudyError(f"no training run (summary.json) found below {path}")
     return runs
+
+
+def read_summary(file: str | os.PathLike) -> dict[str, Any]:
+    """One run's record as this suite writes it (a JSON object with its ``task``, and its
+    ``config`` a mapping); StudyError naming the file and what is wrong with it otherwise."""
+    try:
+        summary = json.loads(Path(file).read_text())
+    except (OSError, ValueError) as err:  # ValueError: not JSON, or not text at all
+        raise StudyError(f"{file} is not a readable summary.json "
+                         f"({' '.join(str(err).split())})") from None
+    if not isinstance(summary, dict) or "task" not in summary:  # another file by that name
+        raise StudyError(f"{file} is not a summary.json written by this suite (no task)")
+    if not isinstance(summary.get("config", {}), dict):
+        raise StudyError(f"{file} is not a summary.json written by this suite (its config is "
+                         f"not a mapping)")
+    return summary
 
 
 def flatten_config(node: Any, prefix: str = "") -> dict[str, Any]:

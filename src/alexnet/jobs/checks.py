@@ -4,6 +4,7 @@ any work starts (and the checks of the parallel layout, once the trainer that ru
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,10 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from alexnet.analysis.study import comparable, flatten_config
+from alexnet.analysis.study import StudyError, comparable, flatten_config, read_summary
 from alexnet.callbacks.run_guard import NONFINITE_MODES
 from alexnet.exits import UserError, in_multirun
 from alexnet.training import parallel
-from alexnet.training.summary import read_summary
 
 
 def config_problems(cfg: DictConfig) -> list[str]:
@@ -80,13 +80,24 @@ def check_parallel(cfg: DictConfig, trainer: L.Trainer, net: torch.nn.Module) ->
         raise UserError(problems[0])
 
 
+def check_record_path(path: Path) -> None:
+    """The run's record (summary.json) is written at the end, after the work: anything but a
+    file in its place would fail only then."""
+    if path.exists() and not path.is_file():
+        raise UserError(f"{path} is not a file, and the run writes its record there: remove it, "
+                        "or choose another run directory (hydra.run.dir)")
+
+
 def completed_summary(path: Path, cfg: DictConfig) -> dict[str, Any] | None:
     """The summary of a run of this configuration that completed in this directory before, else
     None (never finished, failed or interrupted: run again). UserError if the directory holds a
     completed run of another configuration: a study's directory never mixes two."""
+    if not path.is_file():
+        return None
     try:
         summary = read_summary(path)
-    except (OSError, ValueError):
+    except StudyError as err:  # damaged, or not this suite's: the new run's record replaces it
+        print(f"note: {err}; running this run again", file=sys.stderr)
         return None
     if summary.get("status") != "completed":
         return None

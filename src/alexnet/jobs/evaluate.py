@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from alexnet.callbacks.history import MetricHistory
 from alexnet.exits import UserError, building, check_values_resolve, one_line
 from alexnet.jobs.build import build_data, build_trainer
+from alexnet.jobs.checks import check_record_path
 from alexnet.training import parallel
 from alexnet.training.ablation import applied_ablations
 from alexnet.training.checkpoints import (
@@ -31,6 +32,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise UserError("no checkpoint given: python src/eval.py ckpt_path=PATH/TO/FILE.ckpt")
     check_values_resolve(cfg)
     out = Path(cfg.paths.output_dir)
+    check_record_path(out / "summary.json")
     out.mkdir(parents=True, exist_ok=True)
     with building("cannot evaluate"):
         parallel.check_devices(cfg.trainer)  # before Lightning's less helpful messages

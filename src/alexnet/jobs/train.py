@@ -20,7 +20,12 @@ from alexnet.callbacks.run_guard import RunGuard
 from alexnet.callbacks.throughput import ImageThroughput
 from alexnet.exits import Interrupted, UserError, building, check_values_resolve
 from alexnet.jobs.build import build_data, build_trainer, checkpointing, scale_lr
-from alexnet.jobs.checks import check_parallel, completed_summary, config_problems
+from alexnet.jobs.checks import (
+    check_parallel,
+    check_record_path,
+    completed_summary,
+    config_problems,
+)
 from alexnet.jobs.resume import check_resume_layout, resume_path
 from alexnet.names import BASELINE_ARM
 from alexnet.training import parallel
@@ -83,6 +88,7 @@ def check(cfg: DictConfig, out: Path) -> tuple[list[dict[str, Any]], dict[str, A
     with building("invalid configuration"):
         ablations = applied_ablations(cfg)
         tag_run(cfg, ablations)
+    check_record_path(out / "summary.json")
     if cfg.get("skip_completed"):
         done = completed_summary(out / "summary.json", cfg)
         if done is not None:

@@ -147,10 +147,6 @@ def write_summary(path: Path, summary: dict[str, Any]) -> None:
         raise
 
 
-def read_summary(path: str | os.PathLike) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
-
-
 
 def final_line(summary: dict[str, Any]) -> str:
     """The one line every run ends with: status, headline metrics, run directory (and for an
