@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,12 @@ class Case:
 def _tiny_config(tmp: Path, data_dir: Path, *overrides: str) -> dict:
     cfg = compose_config("train", [*TINY, *overrides], tmp / "other", data_dir)
     return OmegaConf.to_container(cfg, resolve=True)
+
+
+def _archive(path: Path) -> None:
+    """A real (empty) gzipped tar archive at ``path``."""
+    with tarfile.open(path, "w:gz"):
+        pass
 
 
 def _save(path: Path, obj: object) -> None:
@@ -195,6 +202,29 @@ CASES = [
     Case("images_root_missing", "prepare",
          ["data=imagefolder", "data.root={tmp}/nowhere", "data.prepared_dir={tmp}/prepared"],
          "error: data.root={tmp}/nowhere does not exist", 2),
+    Case("images_root_an_archive", "prepare",
+         ["data=cifar10_folder", "data.root={tmp}/CIFAR-10-images.tar.gz",
+          "data.prepared_dir={tmp}/prepared"],
+         "error: data.root={tmp}/CIFAR-10-images.tar.gz is an archive, not a folder: extract it "
+         "(mkdir DIR && tar -xf {tmp}/CIFAR-10-images.tar.gz -C DIR) and pass the folder it makes",
+         2, setup=lambda tmp, d: _archive(tmp / "CIFAR-10-images.tar.gz")),
+    Case("imagenet_root_a_zip", "prepare",
+         ["data=imagenet", "data.root={tmp}/ILSVRC2012.zip", "data.prepared_dir={tmp}/prepared"],
+         "error: data.root={tmp}/ILSVRC2012.zip is an archive, not a folder: extract it "
+         "(unzip {tmp}/ILSVRC2012.zip -d DIR) and pass the folder it makes",
+         2, setup=lambda tmp, d: (tmp / "ILSVRC2012.zip").write_bytes(b"PK\x05\x06" + bytes(18))),
+    Case("cifar10_root_an_archive_of_something_else", "prepare",
+         ["data=cifar10", "data.root={tmp}/cifar-10-python.tar.gz",
+          "data.prepared_dir={tmp}/prepared"],
+         "error: {tmp}/cifar-10-python.tar.gz does not hold CIFAR-10's data_batch_1, "
+         "data_batch_2, data_batch_3, data_batch_4, data_batch_5, test_batch", 2,
+         setup=lambda tmp, d: _archive(tmp / "cifar-10-python.tar.gz")),
+    Case("cifar10_root_a_file_that_is_no_archive", "prepare",
+         ["data=cifar10", "data.root={tmp}/cifar-10-python.tar.gz",
+          "data.prepared_dir={tmp}/prepared"],
+         "error: data.root={tmp}/cifar-10-python.tar.gz is not a readable tar.gz archive (empty, "
+         "cut short, damaged or another file): download cifar-10-python.tar.gz again", 2,
+         setup=lambda tmp, d: (tmp / "cifar-10-python.tar.gz").write_bytes(b"not gzip")),
     Case("images_empty_class", "prepare",
          ["data=imagefolder", "data.root={tmp}/images", "data.prepared_dir={tmp}/prepared"],
          "error: class folder {tmp}/images/dog is empty: expected image files (.jpg, .jpeg, "

@@ -163,16 +163,18 @@ def test_test_folder_with_other_classes_or_without_train(tmp_path: Path) -> None
 # -- CIFAR-10 -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("packed", [False, True])
-def test_cifar10_reader(tmp_path: Path, packed: bool) -> None:
+@pytest.mark.parametrize("packed", ["folder", "archive_in_root", "archive_as_root"])
+def test_cifar10_reader(tmp_path: Path, packed: str) -> None:
     folder = tmp_path / "src" / "cifar-10-batches-py"
     batches = write_cifar10(folder)
     root = tmp_path / "src"
-    if packed:
+    if packed != "folder":
         root = tmp_path / "packed"
         root.mkdir()
         with tarfile.open(root / "cifar-10-python.tar.gz", "w:gz") as tar:
             tar.add(folder, "cifar-10-batches-py")
+        if packed == "archive_as_root":
+            root = root / "cifar-10-python.tar.gz"
     job = preparing.plan("cifar10", root, tmp_path / "out", 32, val_fraction=0.2)
     stats = writer.write(job, workers=1, progress=False).stats
     assert stats["classes"][:3] == ["airplane", "automobile", "bird"]

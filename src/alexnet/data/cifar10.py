@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from alexnet.data.registry import SOURCES
 from alexnet.data.sources import check_root, hold_out
 from alexnet.exits import DataError
 
@@ -45,13 +44,17 @@ def _unpickle(data: bytes, name: str) -> dict:
 
 
 def _locate(root: Path) -> tuple[str, Path]:
-    """('dir', folder) or ('tar', archive) holding the batches."""
+    """('dir', folder) or ('tar', archive) holding the batches; ``root`` may be the archive."""
+    if root.is_file():
+        if _is_tarfile(root):
+            return "tar", root
+        raise DataError(f"data.root={root} is not a readable tar.gz archive (empty, cut short, "
+                        f"damaged or another file): download {ARCHIVE} again")
     for folder in (root, root / FOLDER):
         if all((folder / b).is_file() for b in (*BATCHES["train"], *BATCHES["test"])):
             return "dir", folder
-    for archive in (root / ARCHIVE, root):
-        if archive.is_file() and _is_tarfile(archive):
-            return "tar", archive
+    if (root / ARCHIVE).is_file() and _is_tarfile(root / ARCHIVE):
+        return "tar", root / ARCHIVE
     if (root / ARCHIVE).is_file():
         raise DataError(f"{root / ARCHIVE} is not a readable tar.gz archive (empty, cut short or "
                         f"damaged): download {ARCHIVE} again")
@@ -140,7 +143,7 @@ def find_cifar10(root: str | os.PathLike | None, val_fraction: float | None = 0.
                  ) -> dict[str, Any]:
     """Classes, per-split labels and readers of a CIFAR-10 copy: train and val from the five
     training batches (``val_fraction`` of every class held out), test from ``test_batch``."""
-    root = check_root(root, SOURCES["cifar10"].title)
+    root = check_root(root, "cifar10")
     if val_fraction is None or not 0 < val_fraction < 1:
         raise DataError(f"CIFAR-10's val split is held out of its training batches: set "
                         f"data.val_fraction between 0 and 1, got {val_fraction}")

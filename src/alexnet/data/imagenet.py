@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from alexnet.data.registry import SOURCES
 from alexnet.data.sources import (
     FolderWalk,
     Listing,
@@ -219,7 +218,7 @@ def _synset_names(root: Path, base: Path, classes: list[str],
 
 
 def find_imagenet(root: str | os.PathLike | None) -> Listing:
-    root = check_root(root, SOURCES["imagenet"].title)
+    root = check_root(root, "imagenet")
     base = _imagenet_base(root)
     train_dir = base / "train"
     walk = FolderWalk()

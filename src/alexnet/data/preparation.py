@@ -63,8 +63,7 @@ def existing(
     do); None if it must be written. DataError if it holds something else and ``force`` is off,
     rather than replacing a dataset that took hours to prepare."""
     prepared_dir = Path(prepared_dir)
-    title = registry.SOURCES[source].title if source in registry.SOURCES else source
-    wanted = str(sources.check_root(root, title))
+    wanted = str(sources.check_root(root, source))
     if force or not prepared.is_prepared(prepared_dir):
         return None
     stats = prepared.read_stats(prepared_dir)

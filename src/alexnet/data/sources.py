@@ -45,15 +45,29 @@ class Listing:
     origins: dict[str, str] | None = None  # split -> where it came from ("test/", "held out ...")
 
 
+ARCHIVES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".tar.bz2", ".zip")
+
+
 def check_root(root: str | os.PathLike | None, source: str) -> Path:
+    """``data.root`` of the source called ``source`` (a row of the registry), resolved: DataError
+    if it is unset, missing or not a folder (an archive said as such: extract it), except
+    CIFAR-10's python archive, which is read where it lies."""
+    title = SOURCES[source].title if source in SOURCES else source
     if root is None or str(root) == "":
         raise DataError(
-            f"data.root is not set: pass data.root=PATH, the folder of your {source} copy"
+            f"data.root is not set: pass data.root=PATH, the folder of your {title} copy"
         )
     path = Path(root).expanduser()
     if not path.exists():
         raise DataError(f"data.root={path} does not exist")
+    if source == "cifar10" and path.is_file():
+        return path.resolve()  # cifar-10-python.tar.gz itself: read where it lies
     if not path.is_dir():
+        if path.name.lower().endswith(ARCHIVES):  # the prepared copy reads image files only
+            extract = (f"unzip {path} -d DIR" if path.name.lower().endswith(".zip")
+                       else f"mkdir DIR && tar -xf {path} -C DIR")
+            raise DataError(f"data.root={path} is an archive, not a folder: extract it "
+                            f"({extract}) and pass the folder it makes")
         raise DataError(f"data.root={path} is not a directory")
     return path.resolve()
 
@@ -193,7 +207,7 @@ def find_imagefolder(root: str | os.PathLike | None, val_fraction: float | None 
                      test_fraction: float | None = 0.1) -> Listing:
     """The splits of an image-folder tree: train/ with val/ and/or test/ where it has them; what
     it lacks held out of train (val, and a test split only when there is neither)."""
-    root = check_root(root, SOURCES["imagefolder"].title)
+    root = check_root(root, "imagefolder")
     description: dict[str, Any] = {"kind": "imagefolder", "root": str(root)}
     train_dir = root / "train"
     val_dir = next((root / d for d in VAL_DIRS if (root / d).is_dir()), None)
