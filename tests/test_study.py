@@ -133,8 +133,10 @@ def test_report_of_a_real_sweep(sweep: tuple[Path, subprocess.CompletedProcess])
     result = _report(sweep_dir)
     assert result.returncode == 0, result.stderr
     text = (sweep_dir / "report.md").read_text()
-    rows = {line.split("|")[1].strip(): line for line in text.splitlines()
-            if line.startswith("| `")}
+    rows = {}  # each arm's first row: the table of test deltas
+    for line in text.splitlines():
+        if line.startswith("| `"):
+            rows.setdefault(line.split("|")[1].strip(), line)
     assert set(rows) == {"`no_lrn`", "`plain_pool`"}
     assert "lrn (3.3)" in rows["`no_lrn`"] and "+1.4" in rows["`no_lrn`"]
     assert "overlapping_pooling (3.4)" in rows["`plain_pool`"] and "+0.4" in rows["`plain_pool`"]
@@ -345,3 +347,40 @@ def test_stop_at_target_holds_the_target_then_races_the_leader(tmp_path: Path) -
         free = StopAtTarget(patience=2, race_factor=factor)
         assert epochs(free, sweep / "lr0.001" / seed, slow_errors) == 8
         assert free.ended_early is None
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in RESULTS.iterdir() if p.is_dir()))
+def test_committed_reports_are_what_the_report_makes_now(name: str) -> None:
+    """A committed report.md is remade from its summaries alone (python ablations/report.py
+    FOLDER): one that the report's code has moved past would show other tables than it does."""
+    from alexnet.analysis.ablation_report import claims_by_ablation, render_markdown
+
+    study = load_study(RESULTS / name)
+    claims = claims_by_ablation(None, study.spec.get("claims"))
+    assert render_markdown(study, claims) == (RESULTS / name / "report.md").read_text(), (
+        f"run: python ablations/report.py ablations/results/{name}")
+
+
+def test_report_shows_val_deltas_only_where_val_selected_nothing(
+    sweep: tuple[Path, subprocess.CompletedProcess], tmp_path: Path
+) -> None:
+    copied = _copy_sweep(sweep, tmp_path)
+    val = {("none", 1): 0.30, ("none", 2): 0.32, ("no_lrn", 1): 0.33, ("no_lrn", 2): 0.36}
+    for (arm, seed), error in val.items():
+        path = copied / arm / f"seed{seed}" / "summary.json"
+        summary = json.loads(path.read_text())
+        assert summary["evaluation"]["val_selects"] == []
+        summary["final"]["val/top1_err"] = error
+        path.write_text(json.dumps(summary))
+    assert _report(copied).returncode == 0
+    text = (copied / "report.md").read_text()
+    # +3 and +4 points: mean 3.5, t(0.975, 1) 12.706 x 0.707 / sqrt(2) = 6.35
+    assert "**The val split, a second look.**" in text
+    assert "| `no_lrn` | 2 | +3.5 [-2.9, +9.9] | " in text
+
+    path = copied / "none" / "seed2" / "summary.json"  # one run that chose its checkpoint on val
+    summary = json.loads(path.read_text())
+    summary["evaluation"]["val_selects"] = ["the checkpoint tested (lowest val/top1_err)"]
+    path.write_text(json.dumps(summary))
+    assert _report(copied).returncode == 0
+    assert "second look" not in (copied / "report.md").read_text()

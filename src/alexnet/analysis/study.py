@@ -82,6 +82,11 @@ class Run:
         value = final.get(f"test10/{error}", final.get(f"test/{error}"))
         return None if value is None else float(value)
 
+    def val_error(self, error: str) -> float | None:
+        """The val error (``top1_err`` or ``top5_err``) at the run's last epoch, as a fraction."""
+        value = (self.summary.get("final") or {}).get(f"val/{error}")
+        return None if value is None else float(value)
+
     def history(self, metric: str) -> list[tuple[int, float]]:
         """(epochs completed, value) of a per-epoch metric, in order."""
         rows = self.summary.get("history") or []
@@ -298,10 +303,12 @@ def paired_delta(baseline: dict[Any, float], ablated: dict[Any, float]) -> Delta
     return Delta(mean, len(seeds), mean - half, mean + half, diffs)
 
 
-def arm_errors(study: Study, arm: str, error: str) -> dict[Any, float]:
-    """The test error (fraction) of each seed's run of ``arm``."""
+def arm_errors(study: Study, arm: str, error: str, split: str = "test") -> dict[Any, float]:
+    """The test error (fraction) of each seed's run of ``arm``; with ``split="val"`` the val
+    error at the last epoch."""
+    read = Run.val_error if split == "val" else Run.test_error
     return {seed: value for seed, run in study.by_arm(arm).items()
-            if (value := run.test_error(error)) is not None}
+            if (value := read(run, error)) is not None}
 
 
 def epochs_to_error(curve: list[tuple[int, float]], target: float = 0.25,
