@@ -119,6 +119,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             row["mfu"] = ratio(row["flops_per_s"], peak)
         lrn_shape = (2, 96, 13, 13) if args.tiny else (args.lrn_batch, 96, 55, 55)
         lrn = bench.lrn_alone(device, lrn_shape, repeats=1 if args.tiny else 3)
+        local = bench.local_alone(device, 4 if args.tiny else args.local_batch,
+                                  repeats=1 if args.tiny else 5, dtype=dtype)
         net = instantiate(cfg.model, num_classes=model["num_classes"])
         update = bench.update_step(net, device, repeats=1 if args.tiny else 5)
 
@@ -145,6 +147,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "model_only": rows,
             "end_to_end": e2e,
             "lrn": lrn,
+            "locally_connected": local,
             "update_step": update,
             "ratios": {
                 "fast_vs_baseline": ratio(rows["fast"]["img_per_s"], rows["baseline"]["img_per_s"]),
@@ -155,6 +158,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "end_to_end_fast_vs_off": ratio(e2e_fast, (e2e["off"] or {}).get("img_per_s")),
                 "end_to_end_vs_model_only": ratio(e2e_fast, rows["fast"]["img_per_s"]),
                 "lrn_fast_vs_stock": lrn["speedup"],
+                "local_fast_vs_unfold": local["speedup"],
                 "update_fused_vs_loop": update["fused_vs_loop"],
             },
             "profile": model["profile"],
@@ -198,6 +202,11 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"\n  LRN {tuple(lrn['shape'])} forward + backward: nn.LocalResponseNorm "
           f"{lrn['stock_ms']:.1f} ms, fast {lrn['fast_ms']:.1f} ms "
           f"(max |diff| {lrn['max_abs_diff']:.1e}, grad {lrn['max_grad_abs_diff']:.1e})")
+    local = r["locally_connected"]
+    print(f"  locally connected {tuple(local['shape'])} forward + backward, {local['dtype']}: "
+          f"F.unfold + einsum {local['stock_ms']:.1f} ms, LocallyConnected2d "
+          f"{local['fast_ms']:.1f} ms (max |diff| {local['max_abs_diff']:.1e}, grad "
+          f"{local['max_grad_abs_diff']:.1e})")
     up = r["update_step"]
     print(f"\n  optimizer update of {up['parameters'] / 1e6:.1f} M parameters: PaperSGD four "
           f"passes {up['paper_loop_ms']:.1f} ms, fused {up['paper_fused_ms']:.1f} ms; torch SGD "
@@ -223,6 +232,8 @@ def main() -> None:
                         help="end to end: the whole configured runs (wall time of each)")
     parser.add_argument("--no-end-to-end", action="store_true", help="skip the end-to-end runs")
     parser.add_argument("--lrn-batch", type=int, default=64, help="batch of the LRN-alone test")
+    parser.add_argument("--local-batch", type=int, default=128,
+                        help="batch of the locally-connected-alone test")
     parser.add_argument("--matmul-n", type=int, default=None, help="size of the peak matmul")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch's CPU threads (default: torch's, one per core)")

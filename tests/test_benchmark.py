@@ -21,7 +21,7 @@ ROW_FIELDS = {"img_per_s", "step_ms", "flops_per_s", "peak_memory_mb", "rounds",
 E2E_FIELDS = {"name", "overrides", "img_per_s", "epochs", "wall_s", "status"}
 RATIOS = {"fast_vs_baseline", "lightning_vs_bare_loop", "lightning_vs_baseline",
           "end_to_end_fast_vs_off", "end_to_end_vs_model_only", "lrn_fast_vs_stock",
-          "update_fused_vs_loop"}
+          "local_fast_vs_unfold", "update_fused_vs_loop"}
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +40,8 @@ def test_tiny_benchmark_writes_every_field(tiny_run) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert set(result) == {"environment", "config", "flops_per_image", "matmul_peak_flops",
-                           "compile_s", "model_only", "end_to_end", "lrn", "update_step",
-                           "ratios", "profile"}
+                           "compile_s", "model_only", "end_to_end", "lrn", "locally_connected",
+                           "update_step", "ratios", "profile"}
     assert result["environment"]["device"] == "cpu" and result["environment"]["gpu"] is None
     assert result["config"]["batch_size"] == 4 and result["config"]["crop_size"] == 67
     assert result["flops_per_image"] > 1e8
@@ -70,11 +70,16 @@ def test_tiny_benchmark_writes_every_field(tiny_run) -> None:
         "end_to_end_fast_vs_off": e2e["fast"] / e2e["off"],
         "end_to_end_vs_model_only": e2e["fast"] / rate["fast"],
         "lrn_fast_vs_stock": result["lrn"]["speedup"],
+        "local_fast_vs_unfold": result["locally_connected"]["speedup"],
         "update_fused_vs_loop": result["update_step"]["fused_vs_loop"],
     })
     lrn = result["lrn"]
     assert lrn["shape"] == [2, 96, 13, 13] and lrn["max_abs_diff"] < 1e-4
     assert lrn["max_grad_abs_diff"] < 1e-4
+    local = result["locally_connected"]  # float32 on this CPU: equal to rounding
+    assert local["shape"] == [4, 64, 6, 6] and local["dtype"] == "float32"
+    assert local["max_abs_diff"] < 1e-5 and local["max_grad_abs_diff"] < 1e-5
+    assert local["speedup"] == pytest.approx(local["stock_ms"] / local["fast_ms"])
     assert result["profile"] and {"op", "ms_per_step", "share"} <= set(result["profile"][0])
     update = result["update_step"]
     assert update["parameters"] > 1e6  # the configured AlexNet's every parameter
@@ -83,7 +88,8 @@ def test_tiny_benchmark_writes_every_field(tiny_run) -> None:
     assert update["fused_vs_loop"] == pytest.approx(update["paper_loop_ms"]
                                                     / update["paper_fused_ms"])
     for line in ("plain loop, stock torch.nn", "fast path, Lightning module", "ratios",
-                 "where a fast step's time goes", "optimizer update of"):
+                 "where a fast step's time goes", "optimizer update of",
+                 "locally connected (4, 64, 6, 6) forward + backward, float32: F.unfold"):
         assert line in proc.stdout
 
 
@@ -110,6 +116,20 @@ def test_stock_baseline_is_the_same_network() -> None:
     torch.testing.assert_close(stock(x), net(x), rtol=1e-5, atol=1e-5)
     assert autocast_dtype("bf16-mixed") == torch.bfloat16
     assert autocast_dtype("32-true") is None
+
+
+def test_stock_baseline_of_a_cifar_net_is_the_same_network() -> None:
+    """The CIFAR-10 nets' locally connected layers in the baseline are F.unfold and einsum over
+    the same parameters: equal outputs."""
+    from alexnet.models import CifarLocalNet
+
+    torch.manual_seed(0)
+    net = CifarLocalNet(10).eval()
+    stock = stock_net(net).eval()
+    assert not any(type(m).__module__.startswith("alexnet.models") for m in stock.modules()
+                   if m is not stock)
+    x = torch.randn(2, 3, 24, 24)
+    torch.testing.assert_close(stock(x), net(x), rtol=1e-5, atol=1e-5)
 
 
 def _benchmark_data(images: Path) -> subprocess.CompletedProcess:

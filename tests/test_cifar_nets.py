@@ -107,6 +107,38 @@ def test_locally_connected_matches_the_loop(cin, cout, size, kernel, stride, pad
         torch.testing.assert_close(layer.bias.grad, ref_b.grad)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bf16"])
+def test_locally_connected_as_the_runs_use_it_matches_unfold(dtype: torch.dtype) -> None:
+    """As a CIFAR-10 run feeds it (a channels-last batch; under bf16 autocast with the AMX CPUs'
+    automatic precision), the layer computes what F.unfold and einsum compute over the same
+    parameters (the formulation it replaced, the benchmark's baseline): the same outputs and
+    weight gradients, and the input's gradient to the rounding of its dtype (its kh*kw terms
+    are summed in another order)."""
+    from alexnet.benchmarks.baselines import UnfoldLocallyConnected2d
+
+    torch.manual_seed(0)
+    layer = LocallyConnected2d(8, 6, 6, 3, padding=1)
+    stock = UnfoldLocallyConnected2d(layer)
+    x = torch.randn(5, 8, 6, 6).to(dtype).contiguous(memory_format=torch.channels_last)
+    upstream = torch.randn(5, 6, 6, 6)
+    results = []
+    for module in (stock, layer):
+        a = x.detach().requires_grad_(True)
+        layer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            out = module(a)
+        out.float().backward(upstream)
+        results.append((out.float(), a.grad.float(), layer.weight.grad, layer.bias.grad))
+    (want, want_x, want_w, want_b), (got, got_x, got_w, got_b) = results
+    tight = {"rtol": 1e-5, "atol": 1e-5}
+    torch.testing.assert_close(got, want, **tight)
+    torch.testing.assert_close(got_w, want_w, **tight)
+    torch.testing.assert_close(got_b, want_b, **tight)
+    # bf16 keeps 8 bits of mantissa: a sum of 9 terms rounded in another order
+    rounding = tight if dtype == torch.float32 else {"rtol": 2e-2, "atol": 2e-2}
+    torch.testing.assert_close(got_x, want_x, **rounding)
+
+
 def test_locally_connected_weights_are_unshared() -> None:
     torch.manual_seed(0)
     layer = LocallyConnected2d(3, 4, 6, 3, padding=1).double()

@@ -16,8 +16,8 @@ What is measured, on the device that a run of ``src/train.py`` with the same ove
 - training FLOPs per image (``torch.utils.flop_counter``), achieved FLOP/s and MFU against a
   matrix-multiply peak measured here; peak memory (CUDA's allocator on a GPU, the growth of the
   resident set on a CPU): :mod:`alexnet.benchmarks.hardware`; the stock baseline:
-  :mod:`alexnet.benchmarks.baselines`; the LRN alone; the update step alone; the top operators of
-  a fast step (where the time goes).
+  :mod:`alexnet.benchmarks.baselines`; the LRN alone; the locally connected layer alone (the
+  CIFAR-10 nets'); the update step alone; the top operators of a fast step (where the time goes).
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from alexnet.benchmarks.baselines import stock_net
+from alexnet.benchmarks.baselines import UnfoldLocallyConnected2d, stock_net
 from alexnet.benchmarks.hardware import PeakMemory, sync, train_flops_per_image
-from alexnet.models import LocalResponseNorm
+from alexnet.models import LocallyConnected2d, LocalResponseNorm
 from alexnet.training.optim import build_optimizer
 from alexnet.training.speed import speed_options, to_layout
 
@@ -167,6 +167,48 @@ def lrn_alone(device: torch.device, shape: tuple[int, ...], repeats: int) -> dic
         "speedup": stock_s / fast_s,
         "max_abs_diff": float((got - want).abs().max()),
         "max_grad_abs_diff": float((got_grad - want_grad).abs().max()),
+    }
+
+
+def local_alone(device: torch.device, batch: int, repeats: int,
+                dtype: torch.dtype | None) -> dict[str, Any]:
+    """Forward + backward of the CIFAR-10 nets' ``local3`` (64 -> 64 filters at each of 6 x 6
+    positions, 3 x 3, padding 1; Sec. 3.3's nets) on a channels-last batch of the run's autocast
+    ``dtype``, under autocast: :class:`~alexnet.models.LocallyConnected2d` against the same
+    parameters through ``F.unfold`` and ``einsum`` (:class:`UnfoldLocallyConnected2d`)."""
+    gen = torch.Generator().manual_seed(0)
+    layer = LocallyConnected2d(64, 64, 6, 3, padding=1).to(device)
+    stock = UnfoldLocallyConnected2d(layer)
+    # in the dtype the layer before hands on under autocast, as in the net
+    x = torch.randn(batch, 64, 6, 6, generator=gen).to(device, dtype or torch.float32,
+                                                        memory_format=torch.channels_last)
+    upstream = torch.randn(batch, 64, 6, 6, generator=gen).to(device)
+
+    def run(module: nn.Module) -> tuple[float, Tensor, Tensor, Tensor]:
+        a = x.detach().requires_grad_(True)
+        layer.zero_grad(set_to_none=True)
+        sync(device)
+        started = time.perf_counter()
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            out = module(a)
+        out.float().backward(upstream)
+        sync(device)
+        return time.perf_counter() - started, out.detach().float(), a.grad, layer.weight.grad
+
+    times: dict[str, list[float]] = {"stock": [], "fast": []}
+    run(stock), run(layer)  # warm-up
+    for _ in range(repeats):
+        for name, module in (("stock", stock), ("fast", layer)):
+            times[name].append(run(module)[0])
+    _, want, want_x, want_w = run(stock)
+    _, got, got_x, got_w = run(layer)
+    stock_s, fast_s = statistics.median(times["stock"]), statistics.median(times["fast"])
+    return {
+        "shape": [batch, 64, 6, 6], "dtype": str(dtype or torch.float32).removeprefix("torch."),
+        "stock_ms": stock_s * 1e3, "fast_ms": fast_s * 1e3, "speedup": stock_s / fast_s,
+        "max_abs_diff": float((got - want).abs().max()),
+        "max_grad_abs_diff": max(float((got_x - want_x).abs().max()),
+                                 float((got_w - want_w).abs().max())),
     }
 
 

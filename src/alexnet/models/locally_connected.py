@@ -107,12 +107,22 @@ class LocallyConnected2d(nn.Module):
                 f"got {tuple(x.shape)}"
             )
         oh, ow = self.out_size
-        # Every receptive field as a column, in the (C, kh, kw) order of a conv weight's rows:
-        # (B, C*kh*kw, L) with L = oh*ow positions in row-major order.
-        cols = F.unfold(x, self.kernel_size, padding=self.padding, stride=self.stride)
-        # One matrix product per position: (L, O, C*kh*kw) x (B, C*kh*kw, L) -> (B, O, L).
+        kh, kw = self.kernel_size
+        sh, sw = self.stride
+        batch = x.shape[0]
+        padded = F.pad(x, (self.padding[1], self.padding[1], self.padding[0], self.padding[0]))
+        # Every receptive field as a row, position-major: (L, B, C*kh*kw) with L = oh*ow in
+        # row-major order and each row in the (C, kh, kw) order of a conv weight's rows. Built
+        # from the kh*kw shifted views of the input, one copy, so that the products below read
+        # it as it lies: F.unfold's (B, C*kh*kw, L) would need a transpose that costs a CPU more
+        # than the products themselves (docs/speed.md, the locally connected layer).
+        shifted = [padded[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+                   .permute(2, 3, 0, 1) for i in range(kh) for j in range(kw)]
+        cols = torch.stack(shifted, dim=-1).reshape(oh * ow, batch, -1)
+        # One matrix product per position: (L, B, C*kh*kw) x (L, C*kh*kw, O) -> (L, B, O).
         weight = self.weight.reshape(oh * ow, self.out_channels, -1)
-        out = torch.einsum("bkl,lok->bol", cols, weight).reshape(x.shape[0], -1, oh, ow)
+        out = torch.bmm(cols, weight.transpose(1, 2))
+        out = out.reshape(oh, ow, batch, -1).permute(2, 3, 0, 1)  # (B, O, oh, ow), a view
         if self.bias is not None:
             out = out + self.bias
         return out
