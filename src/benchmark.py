@@ -35,6 +35,7 @@ from omegaconf import DictConfig, open_dict
 from alexnet import exits
 from alexnet.benchmarks import hardware
 from alexnet.benchmarks import training_speed as bench
+from alexnet.benchmarks.arguments import positive_int
 from alexnet.exits import UserError
 from alexnet.resolvers import register_resolvers
 
@@ -117,9 +118,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             peak = peaks["float32"] if name == "baseline" or dtype is None else peaks.get(
                 str(dtype).removeprefix("torch."))
             row["mfu"] = ratio(row["flops_per_s"], peak)
-        lrn_shape = (2, 96, 13, 13) if args.tiny else (args.lrn_batch, 96, 55, 55)
+        lrn_batch = args.lrn_batch or (2 if args.tiny else 64)
+        lrn_shape = (lrn_batch, 96, 13, 13) if args.tiny else (lrn_batch, 96, 55, 55)
         lrn = bench.lrn_alone(device, lrn_shape, repeats=1 if args.tiny else 3)
-        local = bench.local_alone(device, 4 if args.tiny else args.local_batch,
+        local = bench.local_alone(device, args.local_batch or (4 if args.tiny else 128),
                                   repeats=1 if args.tiny else 5, dtype=dtype)
         net = instantiate(cfg.model, num_classes=model["num_classes"])
         update = bench.update_step(net, device, repeats=1 if args.tiny else 5)
@@ -225,17 +227,22 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="tiny sizes: a few seconds, for tests")
     parser.add_argument("--json", type=Path, default=ROOT / "logs" / "benchmark.json",
                         help="output file (default: logs/benchmark.json)")
-    parser.add_argument("--steps", type=int, default=None, help="steps per timed round")
-    parser.add_argument("--rounds", type=int, default=None, help="timed rounds per runner")
-    parser.add_argument("--epochs", type=int, default=2, help="end-to-end epochs (last timed)")
+    parser.add_argument("--steps", type=positive_int, default=None,
+                        help="steps per timed round")
+    parser.add_argument("--rounds", type=positive_int, default=None,
+                        help="timed rounds per runner")
+    parser.add_argument("--epochs", type=positive_int, default=2,
+                        help="end-to-end epochs (last timed)")
     parser.add_argument("--full-runs", action="store_true",
                         help="end to end: the whole configured runs (wall time of each)")
     parser.add_argument("--no-end-to-end", action="store_true", help="skip the end-to-end runs")
-    parser.add_argument("--lrn-batch", type=int, default=64, help="batch of the LRN-alone test")
-    parser.add_argument("--local-batch", type=int, default=128,
-                        help="batch of the locally-connected-alone test")
-    parser.add_argument("--matmul-n", type=int, default=None, help="size of the peak matmul")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--lrn-batch", type=positive_int, default=None,
+                        help="batch of the LRN-alone test (default 64; --tiny 2)")
+    parser.add_argument("--local-batch", type=positive_int, default=None,
+                        help="batch of the locally-connected-alone test (default 128; --tiny 4)")
+    parser.add_argument("--matmul-n", type=positive_int, default=None,
+                        help="size of the peak matmul")
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch's CPU threads (default: torch's, one per core)")
     args = parser.parse_args()
     if args.threads:

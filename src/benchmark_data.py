@@ -34,6 +34,7 @@ from typing import NoReturn
 import torch
 
 from alexnet import exits
+from alexnet.benchmarks.arguments import non_negative_int, positive_float, positive_int
 from alexnet.data import preparation, writer
 from alexnet.data.datamodule import PreparedDataModule
 from alexnet.data.images import is_image_file
@@ -133,12 +134,15 @@ def cpu_model() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=Path, default=SAMPLE, help="a folder of JPEGs")
-    parser.add_argument("--count", type=int, default=None, help="use the first N images")
-    parser.add_argument("--workers", type=int, default=2, help="loader workers, both pipelines")
-    parser.add_argument("--prepare-workers", type=int, default=None,
+    parser.add_argument("--count", type=positive_int, default=None,
+                        help="use the first N images")
+    parser.add_argument("--workers", type=non_negative_int, default=2,
+                        help="loader workers, both pipelines")
+    parser.add_argument("--prepare-workers", type=positive_int, default=None,
                         help="prepare processes (default: one per core)")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--seconds", type=float, default=15.0, help="timed seconds per pipeline")
+    parser.add_argument("--batch-size", type=positive_int, default=128)
+    parser.add_argument("--seconds", type=positive_float, default=15.0,
+                        help="timed seconds per pipeline")
     parser.add_argument("--keep", type=Path, default=None, help="work here and keep the files")
     args = parser.parse_args()
     if not args.images.is_dir():

@@ -57,6 +57,7 @@ from datetime import datetime
 from pathlib import Path
 
 from alexnet import exits
+from alexnet.benchmarks.arguments import positive_float
 from alexnet.device_check import carry, steps
 from alexnet.device_check.cifar10 import ArchiveError, check_archive, cifar10, extract_subset
 from alexnet.device_check.runner import PYTHON, ROOT, Check
@@ -75,7 +76,7 @@ def fail(message: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="results folder")
-    parser.add_argument("--budget", type=float, default=None,
+    parser.add_argument("--budget", type=positive_float, default=None,
                         help="seconds in all (default 470; --smoke 900)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU")
     parser.add_argument("--cifar", type=Path, default=None, help="CIFAR-10-images.tar.gz")

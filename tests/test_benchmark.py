@@ -180,3 +180,31 @@ def test_the_input_pipeline_benchmark_without_an_image_it_can_read(content: str,
         "undecodable": f"error: {images}: none of the train images could be decoded (first: "
                        f"{images}/n0_a.JPEG: UnidentifiedImageError: cannot identify image file "
                        f"'{images}/n0_a.JPEG')"}[content]
+
+
+@pytest.mark.parametrize(("script", "args", "says"), [
+    ("benchmark.py", ["--steps", "0"], "argument --steps: must be a whole number >= 1, got 0"),
+    ("benchmark.py", ["--rounds", "-2"], "argument --rounds: must be a whole number >= 1, got -2"),
+    ("benchmark.py", ["--local-batch", "x"],
+     "argument --local-batch: must be a whole number >= 1, got 'x'"),
+    ("benchmark.py", ["--threads", "0"], "argument --threads: must be a whole number >= 1, got 0"),
+    ("benchmark_data.py", ["--seconds", "0"], "argument --seconds: must be a number > 0, got 0"),
+    ("benchmark_data.py", ["--seconds", "nan"],
+     "argument --seconds: must be a number > 0, got nan"),
+    ("benchmark_data.py", ["--workers", "-1"],
+     "argument --workers: must be a whole number >= 0, got -1"),
+    ("device_check.py", ["--budget", "-5"], "argument --budget: must be a number > 0, got -5"),
+], ids=lambda v: "_".join(v) if isinstance(v, list) else None)
+def test_a_count_or_duration_below_one_is_refused(script: str, args: list[str], says: str,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """0 or a negative count would be read as "the default" (or time nothing): argparse's usage
+    and one error line, exit status 2, before any work."""
+    from helpers import load_script
+
+    main = load_script(ROOT / "src" / script).main
+    monkeypatch.setattr(sys, "argv", [script, *args])
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"{script}: error: {says}"
