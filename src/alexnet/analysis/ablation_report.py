@@ -138,7 +138,11 @@ def render_markdown(study: Study, claims: dict[str, dict[str, Any]]) -> str:
         lines += fig1_lines(fig1, paper, bool(study.spec.get("lrs")))
     lines += ["", f"Runs read: {len(study.runs)} completed summary.json files below "
               f"`{study.directory.name}/`. Confidence intervals: Student t, 95%, over the "
-              "seeds, each ablation's run paired with the baseline run of the same seed."]
+              "seeds, each ablation's run paired with the baseline run of the same seed."
+              + ("" if study.spec.get("lrs") else
+                 " Every run is tested on the same images, so the intervals leave out what the "
+                 "choice of those images adds to a delta (docs/studies.md, Sec. 3.3 on 60 "
+                 "epochs).")]
     return "\n".join(lines) + "\n"
 
 
