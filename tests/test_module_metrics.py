@@ -171,6 +171,11 @@ def test_evaluation_loops_log_the_asymmetric_errors(stage: str, crops: int | Non
     (logged,) = run(module, dataloaders=loader, verbose=False)
     assert logged[f"{stage}/top1_err"] == pytest.approx(3 / 5)
     assert logged[f"{stage}/top5_err"] == pytest.approx(2 / 5)
+    if stage != "val":  # the test loops keep which images the top-1 guess got right, in order
+        expected = (ASYMMETRIC.argmax(dim=1) == ASYMMETRIC_LABELS).tolist()
+        assert set(module.test_correct) == {stage}
+        assert torch.cat(module.test_correct[stage]).tolist() == expected
+        assert sum(expected) == 2  # 3 of 5 wrong
 
 
 # -- the 10-patch test averages probabilities, not logits (Sec. 4.1) ----------------------------

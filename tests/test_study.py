@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import ROOT, TINY, compose_config, fake_fig1_run, run_entry_point
 from omegaconf import OmegaConf
@@ -384,3 +386,48 @@ def test_report_shows_val_deltas_only_where_val_selected_nothing(
     path.write_text(json.dumps(summary))
     assert _report(copied).returncode == 0
     assert "second look" not in (copied / "report.md").read_text()
+
+
+def test_image_sampling_pairs_runs_image_by_image() -> None:
+    """Two seeds, four test images: the per-image error differences averaged over the seeds,
+    their standard error over the images, and the seeds' t interval combined with it."""
+    from alexnet.analysis.study import Run, Study, image_sampling, pack_per_image
+
+    right = {("none", 1): [1, 1, 1, 0], ("none", 2): [1, 1, 0, 0],
+             ("no_lrn", 1): [1, 0, 1, 0], ("no_lrn", 2): [0, 1, 0, 0]}
+    runs = [Run(Path(f"{arm}/seed{seed}/summary.json"), {
+        "task": "train", "status": "completed", "arm": arm, "seed": seed,
+        "evaluation": {"top1_correct": {"test": pack_per_image(flags)}}})
+        for (arm, seed), flags in right.items()]
+    found = image_sampling(Study(Path("study"), runs), "no_lrn")
+    # per image (none minus no_lrn correct, averaged over the seeds): 0.5, 0.5, 0, 0
+    assert found.n == 2 and found.images == 4 and found.mean == pytest.approx(25.0)
+    image_se = 100 * np.std([0.5, 0.5, 0, 0], ddof=1) / 2  # 14.43 points
+    assert found.image_se == pytest.approx(image_se)
+    # seeds: +25 points each, no spread: the interval is the images' alone
+    assert (found.low, found.high) == pytest.approx((25 - 1.959964 * image_se,
+                                                     25 + 1.959964 * image_se))
+    # a run without the record, or over other images: nothing to pair
+    runs[3].summary["evaluation"] = {}
+    assert image_sampling(Study(Path("study"), runs), "no_lrn") is None
+    runs[3].summary["evaluation"] = {"top1_correct": {"test": pack_per_image([1, 0, 1])}}
+    assert image_sampling(Study(Path("study"), runs), "no_lrn") is None
+
+
+def test_a_run_records_which_test_images_it_got_right(
+    sweep: tuple[Path, subprocess.CompletedProcess], tmp_path: Path
+) -> None:
+    """The real sweep's runs (one process each) record their per-image results, consistent with
+    their test error, and the report pairs them image by image."""
+    from alexnet.analysis.study import unpack_per_image
+
+    copied = _copy_sweep(sweep, tmp_path)
+    for path in copied.rglob("summary.json"):
+        summary = json.loads(path.read_text())
+        flags = unpack_per_image(summary["evaluation"]["top1_correct"]["test"])
+        assert flags.size > 0
+        assert 1 - flags.mean() == pytest.approx(summary["final"]["test/top1_err"], abs=1e-6)
+    assert _report(copied).returncode == 0
+    text = (copied / "report.md").read_text()
+    assert "**The test images' share.**" in text and "but for the last table's." in text
+    assert re.search(r"\| `no_lrn` \| 2 \| [\d,]+ \| ", text)

@@ -25,6 +25,7 @@ from alexnet.analysis.study import (
     Delta,
     Study,
     arm_errors,
+    image_sampling,
     load_study,
     paired_delta,
     t_interval,
@@ -142,7 +143,8 @@ def render_markdown(study: Study, claims: dict[str, dict[str, Any]]) -> str:
               + ("" if study.spec.get("lrs") else
                  " Every run is tested on the same images, so the intervals leave out what the "
                  "choice of those images adds to a delta (docs/studies.md, Sec. 3.3 on 60 "
-                 "epochs).")]
+                 "epochs)" + (", but for the last table's." if any(
+                     image_sampling(study, a) for a in study.arms if a != BASELINE) else "."))]
     return "\n".join(lines) + "\n"
 
 
@@ -206,6 +208,7 @@ def _delta_table(study: Study, claims: dict[str, dict[str, Any]]) -> list[str]:
                       f"{_fmt(half_without, signed=False)} without (n = {n_without}; paper "
                       f"{claim['error_without']:g}%)."]
     lines += _val_lines(study)
+    lines += _image_sampling_lines(study)
     no_number = [f"`{a}`: {claims[a]['claim']}" for a in study.arms
                  if a in claims and claims[a].get("delta_top1") is None]
     if no_number:
@@ -241,6 +244,28 @@ def _val_lines(study: Study) -> list[str]:
             f"runs again, on other images they did not train on: a second look, not an "
             f"independent replication.",
             "", "| ablation | n | Δ top-1 on val | Δ top-1 on test |", "|---|---|---|---|", *rows]
+
+
+def _image_sampling_lines(study: Study) -> list[str]:
+    """Where every run records its per-image results: each top-1 delta's interval with what the
+    choice of the test images adds."""
+    rows = []
+    for arm in study.arms:
+        if arm != BASELINE and (found := image_sampling(study, arm)) is not None:
+            seeds = paired_delta(arm_errors(study, BASELINE, "top1_err"),
+                                 arm_errors(study, arm, "top1_err"))
+            rows.append(f"| `{arm}` | {found.n} | {found.images:,} | {_interval(seeds)} | "
+                        f"{found.image_se:.2f} | {_fmt(found.mean)} [{_fmt(found.low)}, "
+                        f"{_fmt(found.high)}] |")
+    if not rows:
+        return []
+    return ["", "**The test images' share.** Every run recorded which test images it got right "
+            "(summary.json `evaluation.top1_correct`), so each pair is compared image by image: "
+            "the standard error of a delta over the test images (each image's error difference "
+            "averaged over the seeds), and the 95% interval of the seeds' and the images' errors "
+            "together, what a delta on other images of the same kind could be.", "",
+            "| ablation | n | test images | Δ top-1, seeds only | images' s.e. | Δ top-1, seeds "
+            "and images |", "|---|---|---|---|---|---|", *rows]
 
 
 def _test_split_line(study: Study) -> str:

@@ -18,6 +18,7 @@ ablation leaves the shapes alone). This module reads nothing but the runs' ``sum
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -26,6 +27,7 @@ from pathlib import Path
 from statistics import fmean, stdev
 from typing import Any
 
+import numpy as np
 from scipy import stats
 
 from alexnet.names import BASELINE_ARM
@@ -86,6 +88,13 @@ class Run:
         """The val error (``top1_err`` or ``top5_err``) at the run's last epoch, as a fraction."""
         value = (self.summary.get("final") or {}).get(f"val/{error}")
         return None if value is None else float(value)
+
+    def test_per_image(self) -> np.ndarray | None:
+        """Per test image, whether the run's top-1 guess was right (the 10-patch test's when the
+        run made it, as :meth:`test_error`); None where the summary does not record it."""
+        record = (self.summary.get("evaluation") or {}).get("top1_correct") or {}
+        chosen = record.get("test10") or record.get("test")
+        return None if chosen is None else unpack_per_image(chosen)
 
     def history(self, metric: str) -> list[tuple[int, float]]:
         """(epochs completed, value) of a per-epoch metric, in order."""
@@ -185,6 +194,19 @@ def read_summary(file: str | os.PathLike) -> dict[str, Any]:
         raise StudyError(f"{file} is not a summary.json written by this suite (its config is "
                          f"not a mapping)")
     return summary
+
+
+def pack_per_image(correct: Any) -> dict[str, Any]:
+    """Per-image booleans (a run's test images, in order) as summary.json keeps them: their count
+    and the bits, packed and base64-encoded (1.7 KB for CIFAR-10's 10,000 test images)."""
+    flags = np.asarray(correct, dtype=bool).ravel()
+    return {"n": int(flags.size), "bits": base64.b64encode(np.packbits(flags)).decode("ascii")}
+
+
+def unpack_per_image(record: dict[str, Any]) -> np.ndarray:
+    """The booleans :func:`pack_per_image` packed."""
+    bits = np.frombuffer(base64.b64decode(record["bits"]), dtype=np.uint8)
+    return np.unpackbits(bits, count=int(record["n"])).astype(bool)
 
 
 def flatten_config(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -301,6 +323,39 @@ def paired_delta(baseline: dict[Any, float], ablated: dict[Any, float]) -> Delta
     if half is None:
         return Delta(mean, len(seeds), per_seed=diffs)
     return Delta(mean, len(seeds), mean - half, mean + half, diffs)
+
+
+@dataclass
+class ImageSampling:
+    """A top-1 delta with what the choice of the test images adds to its uncertainty."""
+
+    mean: float                 # points: the seed-paired mean delta, from the per-image records
+    n: int                      # seeds paired
+    images: int                 # test images
+    image_se: float             # points: sd over the images of their seed-averaged differences
+    low: float                  # the 95% interval of the seeds' and the images' errors together
+    high: float
+
+
+def image_sampling(study: Study, arm: str) -> ImageSampling | None:
+    """``arm`` against the baseline image by image, where every paired run records its per-image
+    top-1 results (summary.json ``evaluation.top1_correct``) over the same test images: each
+    image's error difference averaged over the seeds, their mean (the delta) and standard error
+    over the images (the test images taken as a sample of the images they stand for), combined
+    with the seeds' Student-t interval as independent errors. None where a record is missing."""
+    baseline, ablated = study.by_arm(BASELINE), study.by_arm(arm)
+    seeds = sorted(baseline.keys() & ablated.keys(), key=str)
+    pairs = [(baseline[s].test_per_image(), ablated[s].test_per_image()) for s in seeds]
+    if not pairs or any(a is None or b is None for a, b in pairs) or len(
+            {x.size for pair in pairs for x in pair}) != 1:
+        return None
+    # error(ablated) - error(baseline) = correct(baseline) - correct(ablated), per image
+    per_image = np.mean([a.astype(float) - b.astype(float) for a, b in pairs], axis=0)
+    mean = 100.0 * float(per_image.mean())
+    image_se = 100.0 * float(per_image.std(ddof=1)) / math.sqrt(per_image.size)
+    seed_half = t_interval([100.0 * float(a.mean() - b.mean()) for a, b in pairs])[1] or 0.0
+    half = math.hypot(seed_half, float(stats.norm.ppf(0.975)) * image_se)
+    return ImageSampling(mean, len(pairs), int(per_image.size), image_se, mean - half, mean + half)
 
 
 def arm_errors(study: Study, arm: str, error: str, split: str = "test") -> dict[Any, float]:

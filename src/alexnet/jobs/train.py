@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from alexnet.analysis.claims import paper_comparison
+from alexnet.analysis.study import pack_per_image
 from alexnet.callbacks.history import MetricHistory
 from alexnet.callbacks.run_guard import RunGuard
 from alexnet.callbacks.throughput import ImageThroughput
@@ -231,7 +232,7 @@ def evaluation_record(datamodule: Any, trainer: L.Trainer,
     stoppers = [c for c in trainer.callbacks if isinstance(c, L.pytorch.callbacks.EarlyStopping)
                 and str(c.monitor).startswith("val/")]
     selects += [f"early stopping ({c.monitor})" for c in stoppers]
-    return {
+    record = {
         "test_split": test_split,
         "test_split_from": origins.get(test_split, test_split),
         "checkpoint_tested": tested,
@@ -241,6 +242,13 @@ def evaluation_record(datamodule: Any, trainer: L.Trainer,
         # test images that are copies of training (or val) images: stats.json's duplicates
         "test_copies_of_earlier_splits": datamodule.copies_in(test_split),
     }
+    # Per test image, right or not (one process only: several would each hold a share of them,
+    # padded by the distributed sampler), so that a study's report can pair runs image by image.
+    correct = getattr(trainer.lightning_module, "test_correct", None)
+    if correct and trainer.world_size == 1:
+        record["top1_correct"] = {stage: pack_per_image(torch.cat(parts).numpy())
+                                  for stage, parts in correct.items()}
+    return record
 
 
 def resilience_record(cfg: DictConfig, resume: str | None, guard: RunGuard, checkpoint: Any,

@@ -78,6 +78,10 @@ class ImageClassifier(L.LightningModule):
         self.losses = nn.ModuleDict({s: MeanMetric() for s in ("val", "test", "test10")})
 
     run_config: dict[str, Any] | None = None  # the resolved configuration, kept in checkpoints
+    # Per test image, in the test loader's order: was the top-1 guess right ("test", "test10").
+    # Runs of one study test the same images in the same order, so a report can pair them image
+    # by image (what the choice of the test images adds to a delta).
+    test_correct: dict[str, list[Tensor]] | None = None
     parallel_layout: dict[str, Any] | None = None  # processes, replicas, columns (parallel.py)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -112,6 +116,8 @@ class ImageClassifier(L.LightningModule):
             scores = self(x)
             loss = F.cross_entropy(scores, y)
         self.losses[stage].update(loss, weight=len(y))
+        if stage in ("test", "test10") and self.test_correct is not None:
+            self.test_correct.setdefault(stage, []).append((scores.argmax(dim=1) == y).cpu())
         self.metrics[f"{stage}_top1"](scores, y)
         self.metrics[f"{stage}_top5"](scores, y)
         prog = stage == "val"
@@ -121,6 +127,9 @@ class ImageClassifier(L.LightningModule):
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val")
+
+    def on_test_epoch_start(self) -> None:
+        self.test_correct = {}
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "test")

@@ -5,7 +5,9 @@ Its keys: ``task``, ``status``, ``final`` and ``best`` (metrics under their logg
 ``history`` (one row per epoch), ``num_params``, ``num_classes``, ``ablations`` (names, claims and
 changed keys), ``seed``, ``git`` (commit and dirty flag, when available), ``wall_time_s``,
 ``img_per_s``, ``checkpoints``, ``environment`` and ``config`` (the resolved configuration).
-A training run adds ``slurm_job_id``, ``resumed_from`` (when it resumed a checkpoint), and when it
+A training run adds ``slurm_job_id``, ``resumed_from`` (when it resumed a checkpoint),
+``evaluation`` (what was tested and what val chose; in a one-process run, which test images the
+top-1 guess got right, packed: alexnet.analysis.study.unpack_per_image), and when it
 stopped early ``stopped`` and ``resume`` (interrupted) or ``diverged`` (see
 alexnet.callbacks.run_guard).
 """
