@@ -243,10 +243,11 @@ def evaluation_record(datamodule: Any, trainer: L.Trainer,
         "test_copies_of_earlier_splits": datamodule.copies_in(test_split),
     }
     # Per test image, right or not (one process only: several would each hold a share of them,
-    # padded by the distributed sampler), so that a study's report can pair runs image by image.
+    # padded by the distributed sampler), so that a study's report can pair runs image by image;
+    # kept on the device during the test and moved once here (no host sync per batch).
     correct = getattr(trainer.lightning_module, "test_correct", None)
     if correct and trainer.world_size == 1:
-        record["top1_correct"] = {stage: pack_per_image(torch.cat(parts).numpy())
+        record["top1_correct"] = {stage: pack_per_image(torch.cat(parts).cpu().numpy())
                                   for stage, parts in correct.items()}
     return record
 

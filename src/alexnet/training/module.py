@@ -117,7 +117,7 @@ class ImageClassifier(L.LightningModule):
             loss = F.cross_entropy(scores, y)
         self.losses[stage].update(loss, weight=len(y))
         if stage in ("test", "test10") and self.test_correct is not None:
-            self.test_correct.setdefault(stage, []).append((scores.argmax(dim=1) == y).cpu())
+            self.test_correct.setdefault(stage, []).append(scores.argmax(dim=1) == y)
         self.metrics[f"{stage}_top1"](scores, y)
         self.metrics[f"{stage}_top5"](scores, y)
         prog = stage == "val"
