@@ -34,8 +34,9 @@ recorded as such and the check goes on:
    epochs), one process per arm and seed side by side on the one GPU, until the
    budget is spent. Then their reports and Fig. 1.
 
-``--only`` runs some of the steps (``tests,benchmark,pipeline,resume,two_columns,cifar10``), so
-that a session can spread the check over two calls of its GPU time.
+``--only`` runs some of the steps, named as the record names them
+(``gpu_tests,benchmark,input_pipeline,resume,two_columns,cifar10``), so that a session can
+spread the check over two calls of its GPU time.
 
 Writes ``DIR/results.json`` (every step's status, seconds and figures), ``DIR/README.md`` (a short
 table) and ``DIR/logs/<step>.log``; the studies' ``summary.json`` files, reports and figures under
@@ -64,7 +65,8 @@ from alexnet.device_check.runner import PYTHON, ROOT, Check
 
 ARCHIVES = (ROOT.parent / "shared" / "data" / "cifar10-jpeg" / "CIFAR-10-images.tar.gz",
             ROOT / carry.ARCHIVE)
-STEPS = ("tests", "benchmark", "pipeline", "resume", "two_columns", "cifar10")
+# The steps --only takes, named as results.json records them.
+STEPS = ("gpu_tests", "benchmark", "input_pipeline", "resume", "two_columns", "cifar10")
 CIFAR10_SHARE = 0.35  # of the budget, kept for the CIFAR-10 studies when they are run
 
 
@@ -91,7 +93,7 @@ def main() -> None:
     if args.cifar is not None and not args.cifar.is_file():
         fail(f"--cifar {args.cifar} does not exist")
     archive = args.cifar or next((a for a in ARCHIVES if a.is_file()), None)
-    if archive is not None and (args.prepare or {"pipeline", "cifar10"} & set(only)):
+    if archive is not None and (args.prepare or {"input_pipeline", "cifar10"} & set(only)):
         try:  # before anything is written, and before a device's time is spent on it
             check_archive(archive)
         except ArchiveError as error:
@@ -100,8 +102,8 @@ def main() -> None:
         call = carry.prepare(archive)
         print(json.dumps(call, indent=2))
         if archive is None:
-            print("note: no CIFAR-10 archive (--cifar): the cifar10 and pipeline steps will be "
-                  "skipped there", file=sys.stderr)
+            print("note: no CIFAR-10 archive (--cifar): the cifar10 and input_pipeline steps will "
+                  "be skipped there", file=sys.stderr)
         return
     pack_to = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
     out = args.out or ROOT / "logs" / "device_check" / datetime.now().strftime(
@@ -114,14 +116,14 @@ def main() -> None:
         # docs/cifar10.md), whatever the others take.
         check.reserve(CIFAR10_SHARE * check.left())
     tree = None
-    if archive is not None and {"pipeline", "cifar10"} & set(only):  # unpacked first
+    if archive is not None and {"input_pipeline", "cifar10"} & set(only):  # unpacked first
         tree = extract_subset(archive, check.work, *((20, 4) if args.smoke else (None, None)))
-    if "tests" in only and not args.smoke:
+    if "gpu_tests" in only and not args.smoke:
         check.run("gpu_tests", [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                                 "-n", "4", "-rs", *steps.GPU_TESTS], 120)
     if "benchmark" in only:
         steps.benchmarks(check)
-    if "pipeline" in only:
+    if "input_pipeline" in only:
         steps.input_pipeline(check, None if tree is None else steps.flat_images(tree, check))
     if "resume" in only:
         steps.resume(check)

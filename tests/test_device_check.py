@@ -84,8 +84,8 @@ def test_only_some_steps_and_a_bad_step_name(tmp_path: Path) -> None:
                          timeout=120)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1] == (
-        "error: --only: unknown step 'warp'; the steps are tests, benchmark, pipeline, resume, "
-        "two_columns, cifar10")
+        "error: --only: unknown step 'warp'; the steps are gpu_tests, benchmark, input_pipeline, "
+        "resume, two_columns, cifar10")
     assert not (tmp_path / "bad").exists()
 
 

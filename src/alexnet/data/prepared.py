@@ -20,7 +20,7 @@ whose val the paper reports, Table 2) has none, and runs then measure ``test/*``
 Why uint8 memory maps: decoding JPEGs costs milliseconds per image, which a 2-core machine cannot
 afford at thousands of images per second; reading a 256 x 256 x 3 row from the page cache costs
 microseconds, random access is free, and a random crop reads only the rows it needs. The price is
-disk space (196 KiB per image at 256 x 256, 240 GiB for ILSVRC-2012's training set).
+disk space (192 KiB per image at 256 x 256, 235 GiB for ILSVRC-2012's training set).
 
 A directory is only ever complete: writers fill ``<dir>.partial`` and rename it at the end, so an
 interrupted write never leaves a directory that looks prepared.

@@ -34,7 +34,7 @@ class ImageClassifier(L.LightningModule):
     """Cross-entropy training of ``net`` with the configured optimizer and LR schedule.
 
     Logs ``{train,val,test}/loss``, ``*/top1_err``, ``*/top5_err``; a test batch of shape
-    (B, 10, C, H, W) is the paper's 10-crop evaluation (softmax averaged over the patches,
+    (B, 10, C, H, W) is the paper's 10-patch evaluation (softmax averaged over the patches,
     Sec. 4.1) and logs under ``test10/``.
 
     Speed switches (``speed.*`` in ``conf/train.yaml``, see ``alexnet.training.speed``): with

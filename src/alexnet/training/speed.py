@@ -54,8 +54,9 @@ def precision_choice(accelerator: str = "auto") -> tuple[str, str]:
 
     ``bf16-mixed`` where the step runs on a CUDA GPU with bfloat16 (Ampere and later), or on a
     CPU with native bf16 matrix units (AMX: ``amx_bf16`` and ``avx512_bf16``, Sapphire Rapids and
-    later), where a step of the paper net at 227 ran 1.5x its float32 speed (docs/speed.md);
-    ``32-true`` elsewhere: on other CPUs bf16 is emulated and runs at 0.59x."""
+    later), where a step of the paper net at 227 ran 1.2x to 1.3x its float32 speed
+    (docs/speed.md); ``32-true`` elsewhere: with avx512_bf16 alone (an AMD EPYC) bf16 ran 1.18x,
+    too little for bf16's rounding, and without either it is emulated (0.59x)."""
     gpu = str(accelerator) in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     if gpu:
         if torch.cuda.is_bf16_supported():
