@@ -17,7 +17,7 @@ from pathlib import Path
 
 from alexnet import exits
 from alexnet.analysis.ablation_report import write_report
-from alexnet.analysis.study import StudyError
+from alexnet.exits import UserError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         md, png, study = write_report(args.sweep_dir)
-    except StudyError as err:
+    except UserError as err:  # RecordError, StudyError, ClaimsError
         print(f"error: {err}", file=sys.stderr)
         return exits.USER_ERROR
     print(f"{len(study.runs)} runs; wrote {md} and {png}")

@@ -25,7 +25,6 @@ from alexnet.analysis.curves_figure import (
 )
 from alexnet.analysis.fig1_figure import FIG1_FILE, fig1_curves, fig1_record, plot_fig1
 from alexnet.analysis.figure_dir import file_record, write_figure_dir
-from alexnet.analysis.study import StudyError
 from alexnet.exits import DataError, UserError
 from alexnet.names import VAL_TOP1
 
@@ -115,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pngs, inputs, measured = make(args)
         written = write_figure_dir(out, pngs, inputs, measured)
-    except (UserError, StudyError, DataError) as err:
+    except (UserError, DataError) as err:  # RecordError, StudyError, ClaimsError too
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return exits.USER_ERROR
     print(f"wrote {', '.join(p.name for p in written)} in {out}")

@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from alexnet.analysis.claims import load_claims
+from alexnet.claims import load_claims
 from alexnet.models import LocalResponseNorm
 from alexnet.training.ablation import applied_ablations
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from helpers import CONF, compose_config
 
-from alexnet.analysis.claims import load_claims, load_headline, paper_comparison
+from alexnet.claims import load_claims, load_headline, paper_comparison
 
 CLAIM_KEYS = {"section", "technique", "ablation", "dataset", "claim", "delta_top1", "delta_top5"}
 

@@ -26,9 +26,9 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 import alexnet.jobs.train as train_job
-from alexnet.analysis.study import comparable, flatten_config
 from alexnet.exits import UserError
 from alexnet.jobs.checks import completed_summary
+from alexnet.run_record import comparable, flatten_config
 
 # TINY without its two progress-bar lines: the rows below choose the bar themselves.
 BASE = [o for o in TINY if "progress_bar" not in o] + [

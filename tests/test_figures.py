@@ -12,13 +12,6 @@ import torch
 from helpers import ROOT, load_script, run_watching_imports
 from PIL import Image
 
-from alexnet.analysis.conv1_kernels import (
-    colour_specificity,
-    column_scores,
-    display_scale,
-    grid_layout,
-    kernel_grid,
-)
 from alexnet.analysis.fig1_report import fig1_result
 from alexnet.analysis.network_figures import (
     Loaded,
@@ -28,9 +21,17 @@ from alexnet.analysis.network_figures import (
     load_network,
     nearest_neighbours,
 )
-from alexnet.analysis.study import epochs_to_error, load_study
+from alexnet.analysis.study import load_study
 from alexnet.exits import UserError
 from alexnet.models import AlexNet
+from alexnet.models.conv1_kernels import (
+    colour_specificity,
+    column_scores,
+    display_scale,
+    grid_layout,
+    kernel_grid,
+)
+from alexnet.run_record import epochs_to_error
 
 cli = load_script(ROOT / "src" / "figures.py", "figures_cli")
 
@@ -76,6 +77,7 @@ def test_display_scaling_is_per_kernel_as_shownet() -> None:
 def test_kernel_grid_geometry_two_blocks_of_48() -> None:
     kernels = _grey_and_colour()
     image, layout = kernel_grid(kernels, columns=2, zoom=3)
+    image = image.numpy()
     assert (layout.blocks, layout.per_block, layout.rows, layout.per_row) == (2, 48, 3, 16)
     assert image.shape == (layout.height, layout.width, 3)
     assert image.shape == (2 * (3 * 36 + 3) + 12, 16 * 36 + 3, 3)

@@ -317,7 +317,7 @@ def test_hostile_file(case: Case, world: Path, entries: dict[str, Callable], tmp
     target = tmp / case.file
     DAMAGES[case.damage].apply(target, world)
     if case.kind == "claims":
-        monkeypatch.setattr("alexnet.analysis.claims.CLAIMS_FILE", target)
+        monkeypatch.setattr("alexnet.claims.CLAIMS_FILE", target)
     before = _files(tmp)
     capsys.readouterr()
     code = entries[case.entry](tmp, data_dir, [a.format(tmp=tmp) for a in case.args])
@@ -348,8 +348,8 @@ def test_the_table_covers_every_kind_and_damage() -> None:
 
 def test_the_undamaged_world_is_read_without_complaint(world: Path) -> None:
     """The table's files, undamaged, pass the readers that refuse them damaged."""
-    from alexnet.analysis.claims import load_claims
     from alexnet.analysis.study import load_study
+    from alexnet.claims import load_claims
     from alexnet.data import cifar10, imagenet
     from alexnet.data.datamodule import PreparedDataModule
     from alexnet.training.checkpoints import load_checkpoint

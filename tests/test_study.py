@@ -17,7 +17,8 @@ from helpers import ROOT, TINY, compose_config, fake_fig1_run, run_entry_point
 from omegaconf import OmegaConf
 
 from alexnet.analysis.ablation_report import claims_by_ablation
-from alexnet.analysis.study import epochs_to_error, load_study, paired_delta, t_interval
+from alexnet.analysis.study import load_study, paired_delta, t_interval
+from alexnet.run_record import epochs_to_error
 
 # t(0.975, 2) = 4.302653: the 95% quantile of Student's t with 2 degrees of freedom.
 T_975_DF2 = 4.302652729911275
@@ -391,7 +392,8 @@ def test_report_shows_val_deltas_only_where_val_selected_nothing(
 def test_image_sampling_pairs_runs_image_by_image() -> None:
     """Two seeds, four test images: the per-image error differences averaged over the seeds,
     their standard error over the images, and the seeds' t interval combined with it."""
-    from alexnet.analysis.study import Run, Study, image_sampling, pack_per_image
+    from alexnet.analysis.study import Study, image_sampling
+    from alexnet.run_record import Run, pack_per_image
 
     right = {("none", 1): [1, 1, 1, 0], ("none", 2): [1, 1, 0, 0],
              ("no_lrn", 1): [1, 0, 1, 0], ("no_lrn", 2): [0, 1, 0, 0]}
@@ -419,7 +421,7 @@ def test_a_run_records_which_test_images_it_got_right(
 ) -> None:
     """The real sweep's runs (one process each) record their per-image results, consistent with
     their test error, and the report pairs them image by image."""
-    from alexnet.analysis.study import unpack_per_image
+    from alexnet.run_record import unpack_per_image
 
     copied = _copy_sweep(sweep, tmp_path)
     for path in copied.rglob("summary.json"):

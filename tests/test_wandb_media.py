@@ -16,8 +16,8 @@ from google.protobuf.message import DecodeError
 from helpers import ROOT, load_script
 from PIL import Image
 
-from alexnet.analysis.conv1_kernels import column_scores, grid_layout
 from alexnet.callbacks.wandb_media import KERNELS_KEY, WandbMedia
+from alexnet.models.conv1_kernels import column_scores, grid_layout
 
 wandb_pb = pytest.importorskip("wandb.proto.wandb_internal_pb2")
 

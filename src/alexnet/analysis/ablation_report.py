@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from alexnet.analysis.claims import load_claims
 from alexnet.analysis.fig1_report import (
     FIG1_ARMS,
     FIG1_TARGET,
@@ -30,6 +29,7 @@ from alexnet.analysis.study import (
     paired_delta,
     t_interval,
 )
+from alexnet.claims import load_claims
 from alexnet.data.registry import BUILT_IN, is_built_in
 
 

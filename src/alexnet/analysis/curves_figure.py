@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from alexnet.analysis.figure_dir import file_record
-from alexnet.analysis.study import Run, Study, load_study
+from alexnet.analysis.study import Study, load_study
 from alexnet.exits import UserError
 from alexnet.names import BASELINE_ARM, TRAIN_TOP1, VAL_TOP1
+from alexnet.run_record import Run
 
 CURVES_FILE = "curves.png"
 CURVE_METRICS = (VAL_TOP1, TRAIN_TOP1)  # the per-epoch errors every run's history holds

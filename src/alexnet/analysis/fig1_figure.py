@@ -1,6 +1,6 @@
 """Fig. 1 (Sec. 3.1) from a study's ``summary.json`` files: training error against epochs, ReLU
 against tanh when pointed at a study with both arms, or any runs, with the 25% line and the epoch
-at which each run reaches it (:func:`alexnet.analysis.study.epochs_to_error`, the function the
+at which each run reaches it (:func:`alexnet.run_record.epochs_to_error`, the function the
 report uses). Reads summaries only: no torch. ``src/figures.py fig1``, the notebooks and the wandb
 study log call it; every mistake raises ``UserError`` or ``StudyError`` with one line."""
 
@@ -15,9 +15,10 @@ from typing import Any
 from alexnet.analysis.ablation_report import claims_by_ablation
 from alexnet.analysis.fig1_report import FIG1_ARMS, FIG1_TARGET, fig1_result
 from alexnet.analysis.figure_dir import file_record
-from alexnet.analysis.study import Run, StudyError, epochs_to_error, load_study, read_runs
+from alexnet.analysis.study import StudyError, load_study
 from alexnet.exits import UserError
 from alexnet.names import TRAIN_TOP1
+from alexnet.run_record import Run, epochs_to_error, read_runs
 
 FIG1_FILE = "fig1.png"
 _ARM_LABELS = dict(zip(FIG1_ARMS, ("ReLU", "tanh"), strict=True))

@@ -2,7 +2,7 @@
 each at the learning rate of the study's grid where it gets there soonest, and their ratio.
 
 Reads only the runs' ``summary.json`` (through :mod:`alexnet.analysis.study`). What it adds to the
-measure itself (:func:`alexnet.analysis.study.epochs_to_error`):
+measure itself (:func:`alexnet.run_record.epochs_to_error`):
 
 - the choice of each activation's rate: the lowest mean over the seeds among the rates where
   every seed reached 25%, as the paper chose "independently ... to make training as fast as
@@ -21,8 +21,9 @@ import math
 from statistics import fmean
 from typing import Any
 
-from alexnet.analysis.study import BASELINE, Run, Study, epochs_to_error, t_interval
+from alexnet.analysis.study import BASELINE, Study, t_interval
 from alexnet.names import TRAIN_TOP1
+from alexnet.run_record import Run, epochs_to_error
 
 FIG1_TARGET = 0.25  # Fig. 1: training error 25%
 FIG1_ARMS = (BASELINE, "tanh")  # ReLU (the recipe) and its tanh ablation

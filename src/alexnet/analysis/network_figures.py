@@ -1,7 +1,7 @@
 """Fig. 3 and Fig. 4 (Sec. 6.1) from a checkpoint's network:
 
 - :func:`fig3`: conv1's kernels as an image grid, one block per column, and each column's colour
-  specificity (:mod:`alexnet.analysis.conv1_kernels`).
+  specificity (:mod:`alexnet.models.conv1_kernels`).
 - :func:`fig4`: validation images and the training images nearest to them in fc7 feature space,
   Euclidean distance.
 
@@ -24,14 +24,14 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from alexnet.analysis.conv1_kernels import (
+from alexnet.exits import UserError, building
+from alexnet.models.conv1_kernels import (
     colour_specificity,
     column_scores,
     columns_of,
     first_conv,
     kernel_grid,
 )
-from alexnet.exits import UserError, building
 from alexnet.training.checkpoints import dataset_config, load_checkpoint
 from alexnet.training.module import CONFIG_KEY
 
@@ -89,7 +89,7 @@ def fig3(net: nn.Module, zoom: int = 4, scaling: str = "per_kernel") -> Fig3:
         image, layout = kernel_grid(weight, columns, zoom, scaling)
     except ValueError as err:  # no RGB first convolution, or kernels that are not square
         raise UserError(str(err)) from None
-    return Fig3(image, layout.as_dict(), columns, column_scores(weight, columns),
+    return Fig3(image.numpy(), layout.as_dict(), columns, column_scores(weight, columns),
                 [float(s) for s in colour_specificity(weight)], scaling)
 
 

@@ -10,16 +10,17 @@ ablation leaves the shapes alone). This module reads nothing but the runs' ``sum
 - :func:`paired_delta` is the measured delta of one ablation, ablation minus baseline in points
   of error (the paper's sign: what the technique gains), with a Student-t 95% interval over the
   seeds;
-- :func:`epochs_to_error` is Fig. 1's measure: the epoch at which the training error first
-  reaches 25%.
+- :func:`image_sampling`: a top-1 delta's interval with the test images' own sampling counted.
+
+Each record is read by :mod:`alexnet.run_record` (:class:`~alexnet.run_record.Run`); a record
+that cannot be read is a :class:`~alexnet.run_record.RecordError`, of which :class:`StudyError`
+is the kind that concerns runs read together.
 
 ``ablations/report.py`` turns these into ``report.md`` and ``report.png``.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ import numpy as np
 from scipy import stats
 
 from alexnet.names import BASELINE_ARM
+from alexnet.run_record import RecordError, Run, comparable, flatten_config, read_runs
 
 BASELINE = BASELINE_ARM  # the arm without an ablation (conf/ablation/none.yaml)
 ERRORS = ("top1_err", "top5_err")
@@ -39,68 +41,8 @@ ERRORS = ("top1_err", "top5_err")
 _RUN_KEYS = ("seed", "tags", "study", "ablations", "paths.output_dir")
 
 
-class StudyError(Exception):
+class StudyError(RecordError):
     """The runs cannot be compared (none found, or settings that differ): one line for the user."""
-
-
-@dataclass
-class Run:
-    """One run of a study, as its summary.json describes it."""
-
-    path: Path
-    summary: dict[str, Any]
-
-    @property
-    def arm(self) -> str:
-        return self.summary.get("arm") or (
-            "+".join(a["name"] for a in self.summary.get("ablations") or []) or BASELINE
-        )
-
-    @property
-    def seed(self) -> int | None:
-        return self.summary.get("seed")
-
-    @property
-    def lr(self) -> float | None:
-        return (self.config.get("optimizer") or {}).get("lr")
-
-    @property
-    def chance_error(self) -> float:
-        """The top-1 error before training, 1 - 1 / classes: where Fig. 1's curves start."""
-        return 1.0 - 1.0 / max(2, int(self.summary.get("num_classes") or 2))
-
-    @property
-    def status(self) -> str:
-        return self.summary.get("status", "unknown")
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return self.summary.get("config") or {}
-
-    def test_error(self, error: str) -> float | None:
-        """The test error (``top1_err`` or ``top5_err``) as a fraction: the 10-patch test's when
-        the run made it (Sec. 4.1), else the single centre patch's."""
-        final = self.summary.get("final") or {}
-        value = final.get(f"test10/{error}", final.get(f"test/{error}"))
-        return None if value is None else float(value)
-
-    def val_error(self, error: str) -> float | None:
-        """The val error (``top1_err`` or ``top5_err``) at the run's last epoch, as a fraction."""
-        value = (self.summary.get("final") or {}).get(f"val/{error}")
-        return None if value is None else float(value)
-
-    def test_per_image(self) -> np.ndarray | None:
-        """Per test image, whether the run's top-1 guess was right (the 10-patch test's when the
-        run made it, as :meth:`test_error`); None where the summary does not record it."""
-        record = (self.summary.get("evaluation") or {}).get("top1_correct") or {}
-        chosen = record.get("test10") or record.get("test")
-        return None if chosen is None else unpack_per_image(chosen)
-
-    def history(self, metric: str) -> list[tuple[int, float]]:
-        """(epochs completed, value) of a per-epoch metric, in order."""
-        rows = self.summary.get("history") or []
-        return [(int(r["epoch"]) + 1, float(r[metric])) for r in rows
-                if r.get(metric) is not None and math.isfinite(float(r[metric]))]
 
 
 @dataclass
@@ -143,7 +85,10 @@ def load_study(directory: str | os.PathLike) -> Study:
     directory = Path(directory)
     if not directory.is_dir():
         raise StudyError(f"no such sweep directory: {directory}")
-    runs = read_runs(directory)
+    try:
+        runs = read_runs(directory)
+    except RecordError as err:
+        raise StudyError(str(err)) from None
     # In a study that sweeps learning rates (Fig. 1), a run that diverged is a result: its rate
     # is too high. Elsewhere it is a run to look at, not a measurement.
     sweeps_lr = any((r.config.get("study") or {}).get("lrs") for r in runs)
@@ -156,82 +101,6 @@ def load_study(directory: str | os.PathLike) -> Study:
     _check_comparable(study)
     study.missing = _missing(study, runs)
     return study
-
-
-def read_runs(path: str | os.PathLike) -> list[Run]:
-    """The training runs of every ``summary.json`` below a directory (or of one summary.json
-    file), in path order, whatever their status; StudyError when there is none."""
-    path = Path(path)
-    if path.is_file() and path.name == "summary.json":
-        paths = [path]
-    elif path.is_dir():
-        paths = sorted(path.rglob("summary.json"))
-    else:
-        raise StudyError(f"no such sweep directory: {path}")
-    runs = []
-    for file in paths:
-        try:
-            runs.append(Run(file, read_summary(file)))
-        except StudyError as err:
-            raise StudyError(f"{err}: run that run again, or remove its directory") from None
-    runs = [r for r in runs if r.summary.get("task") == "train"]
-    if not runs:
-        raise StudyError(f"no training run (summary.json) found below {path}")
-    return runs
-
-
-def read_summary(file: str | os.PathLike) -> dict[str, Any]:
-    """One run's record as this suite writes it (a JSON object with its ``task``, and its
-    ``config`` a mapping); StudyError naming the file and what is wrong with it otherwise."""
-    try:
-        summary = json.loads(Path(file).read_text())
-    except (OSError, ValueError) as err:  # ValueError: not JSON, or not text at all
-        raise StudyError(f"{file} is not a readable summary.json "
-                         f"({' '.join(str(err).split())})") from None
-    if not isinstance(summary, dict) or "task" not in summary:  # another file by that name
-        raise StudyError(f"{file} is not a summary.json written by this suite (no task)")
-    if not isinstance(summary.get("config", {}), dict):
-        raise StudyError(f"{file} is not a summary.json written by this suite (its config is "
-                         f"not a mapping)")
-    return summary
-
-
-def pack_per_image(correct: Any) -> dict[str, Any]:
-    """Per-image booleans (a run's test images, in order) as summary.json keeps them: their count
-    and the bits, packed and base64-encoded (1.7 KB for CIFAR-10's 10,000 test images)."""
-    flags = np.asarray(correct, dtype=bool).ravel()
-    return {"n": int(flags.size), "bits": base64.b64encode(np.packbits(flags)).decode("ascii")}
-
-
-def unpack_per_image(record: dict[str, Any]) -> np.ndarray:
-    """The booleans :func:`pack_per_image` packed."""
-    bits = np.frombuffer(base64.b64decode(record["bits"]), dtype=np.uint8)
-    return np.unpackbits(bits, count=int(record["n"])).astype(bool)
-
-
-def flatten_config(node: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested configuration (a summary's ``config``) as ``{"dotted.key": value}``."""
-    if isinstance(node, dict):
-        flat: dict[str, Any] = {}
-        for key, value in node.items():
-            flat.update(flatten_config(value, f"{prefix}{key}."))
-        return flat
-    return {prefix[:-1]: node}
-
-
-# Keys conf/ gained after runs had been recorded, each with the value that does what its absence
-# did. At that value a key is left out of every comparison of configurations, so a run recorded
-# before the key existed equals one that holds it: a completed study is neither run again
-# (skip_completed) nor refused as mixed when new runs join it.
-ADDED_KEYS: dict[str, Any] = {
-    "trainer.enable_checkpointing": True,
-    "trainer.limit_test_batches": None,
-}
-
-
-def comparable(flat: dict[str, Any]) -> dict[str, Any]:
-    """A flattened configuration less the :data:`ADDED_KEYS` that hold their neutral value."""
-    return {k: v for k, v in flat.items() if k not in ADDED_KEYS or v != ADDED_KEYS[k]}
 
 
 def _comparable_config(run: Run) -> dict[str, Any]:
@@ -364,19 +233,3 @@ def arm_errors(study: Study, arm: str, error: str, split: str = "test") -> dict[
     read = Run.val_error if split == "val" else Run.test_error
     return {seed: value for seed, run in study.by_arm(arm).items()
             if (value := read(run, error)) is not None}
-
-
-def epochs_to_error(curve: list[tuple[int, float]], target: float = 0.25,
-                    start: float | None = None) -> float | None:
-    """The epoch at which a per-epoch training-error curve first reaches ``target`` (Fig. 1's
-    25%), interpolated linearly between the epochs on either side; None if it never does.
-    ``start`` is the error before training (chance), from which the first epoch is drawn."""
-    previous = (0, start) if start is not None else None
-    for epoch, value in curve:
-        if value <= target:
-            if previous is None or previous[1] is None or previous[1] <= value:
-                return float(epoch)
-            before, err_before = previous
-            return before + (err_before - target) / (err_before - value) * (epoch - before)
-        previous = (epoch, value)
-    return None

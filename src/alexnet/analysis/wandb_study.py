@@ -11,10 +11,11 @@ from alexnet.analysis.ablation_report import claims_by_ablation
 from alexnet.analysis.curves_figure import plot_curves, study_curves
 from alexnet.analysis.fig1_figure import fig1_curves, plot_fig1
 from alexnet.analysis.fig1_report import FIG1_TARGET
-from alexnet.analysis.study import BASELINE, ERRORS, arm_errors, epochs_to_error, load_study
+from alexnet.analysis.study import BASELINE, ERRORS, arm_errors, load_study
 from alexnet.analysis.study import paired_delta as delta
 from alexnet.exits import UserError
 from alexnet.names import TRAIN_TOP1
+from alexnet.run_record import epochs_to_error
 
 
 def log_study(sweep_dir: str | os.PathLike, report_png: str | os.PathLike, *,

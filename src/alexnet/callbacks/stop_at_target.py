@@ -46,7 +46,7 @@ class StopAtTarget(L.Callback):
             return None
         from pathlib import Path
 
-        from alexnet.analysis.study import StudyError, epochs_to_error, read_runs
+        from alexnet.run_record import RecordError, epochs_to_error, read_runs
 
         own = Path(trainer.default_root_dir).resolve()
         best: tuple[float, str] | None = None
@@ -55,7 +55,7 @@ class StopAtTarget(L.Callback):
                 continue
             try:
                 runs = read_runs(path)
-            except StudyError:  # being replaced, or damaged: not a leader
+            except RecordError:  # being replaced, or damaged: not a leader
                 continue
             for run in runs:
                 if run.status != "completed":

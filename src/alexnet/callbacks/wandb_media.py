@@ -3,7 +3,7 @@
 - :class:`WandbMedia`, a callback (``conf/callbacks/*.yaml``: ``wandb_media``): the run's
   resolved configuration and its ablations as the wandb run config, and at the end of every
   validation epoch conv1's kernels as an image (Fig. 3's grid,
-  :mod:`alexnet.analysis.conv1_kernels`) with each column's colour specificity.
+  :mod:`alexnet.models.conv1_kernels`) with each column's colour specificity.
   It does nothing without a ``WandbLogger`` (``logger=wandb``);
   ``callbacks.wandb_media.kernels=false`` turns the images off.
 - a study as one wandb run: :func:`alexnet.analysis.wandb_study.log_study`.
@@ -22,8 +22,8 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import OmegaConf
 
-from alexnet.analysis.conv1_kernels import column_scores, columns_of, first_conv, kernel_grid
 from alexnet.models.columns import AlexNetColumn, gather_rows
+from alexnet.models.conv1_kernels import column_scores, columns_of, first_conv, kernel_grid
 from alexnet.names import arm_name
 from alexnet.training.ablation import applied_ablations
 
@@ -72,7 +72,7 @@ class WandbMedia(L.Callback):
             weight = gather_rows(weight, net.group)  # (every process calls this hook)
         weight = weight.float().cpu()
         columns = columns_of(net) if weight.shape[0] % columns_of(net) == 0 else 1
-        image, _ = kernel_grid(weight, columns, self.zoom)
+        image = kernel_grid(weight, columns, self.zoom)[0].numpy()
         scores = column_scores(weight, columns)
         caption = (f"epoch {trainer.current_epoch}: conv1, {weight.shape[0]} kernels in "
                    f"{columns} column(s); colour specificity "

@@ -13,9 +13,9 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from alexnet.analysis.study import StudyError, comparable, flatten_config, read_summary
 from alexnet.callbacks.run_guard import NONFINITE_MODES
 from alexnet.exits import UserError, in_multirun
+from alexnet.run_record import RecordError, comparable, flatten_config, read_summary
 from alexnet.training import parallel
 
 
@@ -96,7 +96,7 @@ def completed_summary(path: Path, cfg: DictConfig) -> dict[str, Any] | None:
         return None
     try:
         summary = read_summary(path)
-    except StudyError as err:  # damaged, or not this suite's: the new run's record replaces it
+    except RecordError as err:  # damaged, or not this suite's: the new run's record replaces it
         print(f"note: {err}; running this run again", file=sys.stderr)
         return None
     if summary.get("status") != "completed":

@@ -14,11 +14,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from alexnet.analysis.claims import paper_comparison
-from alexnet.analysis.study import pack_per_image
 from alexnet.callbacks.history import MetricHistory
 from alexnet.callbacks.run_guard import RunGuard
 from alexnet.callbacks.throughput import ImageThroughput
+from alexnet.claims import paper_comparison
 from alexnet.exits import Interrupted, UserError, building, check_values_resolve
 from alexnet.jobs.build import build_data, build_trainer, checkpointing, scale_lr
 from alexnet.jobs.checks import (
@@ -29,6 +28,7 @@ from alexnet.jobs.checks import (
 )
 from alexnet.jobs.resume import check_resume_layout, resume_path
 from alexnet.names import BASELINE_ARM
+from alexnet.run_record import pack_per_image
 from alexnet.training import parallel
 from alexnet.training.ablation import applied_ablations
 from alexnet.training.checkpoints import (

@@ -120,7 +120,7 @@ def config_differences(before: dict[str, Any], now: dict[str, Any],
                        ignore: tuple[str, ...] = ()) -> list[str]:
     """Keys of ``sections`` whose values differ: what a resumed run may not change (the data's
     loader settings, and the keys in ``ignore``, excepted)."""
-    from alexnet.analysis.study import flatten_config
+    from alexnet.run_record import flatten_config
 
     free = ("data.num_workers", "data.pin_memory", "data.eval_batch_size", "data.prepared_dir",
             "data.ten_crop", *ignore)

@@ -7,7 +7,7 @@ changed keys), ``seed``, ``git`` (commit and dirty flag, when available), ``wall
 ``img_per_s``, ``checkpoints``, ``environment`` and ``config`` (the resolved configuration).
 A training run adds ``slurm_job_id``, ``resumed_from`` (when it resumed a checkpoint),
 ``evaluation`` (what was tested and what val chose; in a one-process run, which test images the
-top-1 guess got right, packed: alexnet.analysis.study.unpack_per_image), and when it
+top-1 guess got right, packed: alexnet.run_record.unpack_per_image), and when it
 stopped early ``stopped`` and ``resume`` (interrupted) or ``diverged`` (see
 alexnet.callbacks.run_guard).
 """

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -140,16 +139,17 @@ def grid_layout(count: int, columns: int, kernel_size: int, zoom: int = 4,
 
 
 def kernel_grid(kernels: Tensor, columns: int = 1, zoom: int = 4,
-                scaling: str = "per_kernel") -> tuple[np.ndarray, GridLayout]:
-    """The Fig. 3 image of (N, 3, k, k) kernels: uint8 (H, W, 3), white between tiles, each
-    kernel enlarged ``zoom`` times by pixel repetition; and its layout."""
+                scaling: str = "per_kernel") -> tuple[Tensor, GridLayout]:
+    """The Fig. 3 image of (N, 3, k, k) kernels: a uint8 (H, W, 3) tensor on the CPU (``.numpy()``
+    for an image library), white between tiles, each kernel enlarged ``zoom`` times by pixel
+    repetition; and its layout."""
     if kernels.ndim != 4 or kernels.shape[1] != 3 or kernels.shape[2] != kernels.shape[3]:
         raise ValueError(f"expected (N, 3, k, k) RGB kernels, got {tuple(kernels.shape)}")
     layout = grid_layout(kernels.shape[0], columns, kernels.shape[2], zoom)
     scaled = display_scale(kernels, scaling)
     tiles = scaled.repeat_interleave(zoom, dim=2).repeat_interleave(zoom, dim=3)
-    tiles = (tiles.permute(0, 2, 3, 1) * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
-    image = np.full((layout.height, layout.width, 3), 255, dtype=np.uint8)
+    tiles = (tiles.permute(0, 2, 3, 1) * 255.0).round().clamp(0, 255).to(torch.uint8).cpu()
+    image = torch.full((layout.height, layout.width, 3), 255, dtype=torch.uint8)
     for index, tile in enumerate(tiles):
         top, left = layout.origin(index)
         image[top:top + layout.tile, left:left + layout.tile] = tile

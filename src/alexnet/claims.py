@@ -15,37 +15,41 @@ from typing import Any
 
 import yaml
 
-from alexnet.analysis.study import StudyError
+from alexnet.exits import UserError
 from alexnet.names import VAL_TOP1
 
-CLAIMS_FILE = Path(__file__).resolve().parents[3] / "ablations" / "claims.yaml"
+CLAIMS_FILE = Path(__file__).resolve().parents[2] / "ablations" / "claims.yaml"
 HEADLINE_KEY = "headline"
 IMAGENET_CLASSES = 1000
 RESTORE = "restore it: git checkout -- ablations/claims.yaml"
 
 
+class ClaimsError(UserError):
+    """claims.yaml cannot be read, or holds no claim: one line naming the file."""
+
+
 def _read(path: str | os.PathLike | None) -> dict[str, Any]:
-    """The file's mapping; StudyError, one line naming the file, if it is unreadable."""
+    """The file's mapping; ClaimsError, one line naming the file, if it is unreadable."""
     path = Path(path or CLAIMS_FILE)
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, ValueError, yaml.YAMLError) as err:  # ValueError: not text at all
         reason = " ".join(str(err).split())
-        raise StudyError(f"{path} is not a readable claims file ({reason}): {RESTORE}") from None
+        raise ClaimsError(f"{path} is not a readable claims file ({reason}): {RESTORE}") from None
     if not isinstance(data, dict):
-        raise StudyError(f"{path} must hold a mapping of claims: {RESTORE}")
+        raise ClaimsError(f"{path} must hold a mapping of claims: {RESTORE}")
     return data
 
 
 def load_claims(path: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
-    """The claims of ``claims.yaml`` by key: the entries that name an ablation. StudyError if
+    """The claims of ``claims.yaml`` by key: the entries that name an ablation. ClaimsError if
     the file is unreadable or holds none."""
     claims = {
         key: entry for key, entry in _read(path).items()
         if isinstance(entry, dict) and "ablation" in entry
     }
     if not claims:
-        raise StudyError(f"{path or CLAIMS_FILE} holds no claims (no entry names an ablation): "
+        raise ClaimsError(f"{path or CLAIMS_FILE} holds no claims (no entry names an ablation): "
                          f"{RESTORE}")
     return claims
 

@@ -1,0 +1,189 @@
+"""summary.json, the record every run writes and every tool reads back.
+
+The lowest layer that knows the record's format, so that training (``skip_completed``, the
+checkpoint's config check), the callbacks (a Fig. 1 run racing its siblings) and the analysis
+(studies, reports, figures) read it one way:
+
+- :func:`read_summary` and :func:`read_runs`: one record, or every record below a folder, each
+  checked to be this suite's (:class:`RecordError`, one line naming the file, otherwise);
+- :class:`Run`: one record read back: its arm, seed, errors, per-epoch history and per-image
+  test results;
+- :func:`pack_per_image` and :func:`unpack_per_image`: the per-image bits as the record keeps
+  them;
+- :func:`flatten_config` and :func:`comparable`: a recorded configuration as dotted keys, less
+  the keys added since runs were recorded, so that two runs' settings compare;
+- :func:`epochs_to_error`: Fig. 1's measure of a training-error curve, the epoch at which it
+  reaches 25%, here because a run's race against its siblings and the report must agree on it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alexnet.exits import UserError
+from alexnet.names import BASELINE_ARM
+
+
+class RecordError(UserError):
+    """A summary.json that cannot be read as this suite's record, or none where one was looked
+    for: one line for the user, naming the file."""
+
+
+@dataclass
+class Run:
+    """One run, as its summary.json describes it."""
+
+    path: Path
+    summary: dict[str, Any]
+
+    @property
+    def arm(self) -> str:
+        return self.summary.get("arm") or (
+            "+".join(a["name"] for a in self.summary.get("ablations") or []) or BASELINE_ARM
+        )
+
+    @property
+    def seed(self) -> int | None:
+        return self.summary.get("seed")
+
+    @property
+    def lr(self) -> float | None:
+        return (self.config.get("optimizer") or {}).get("lr")
+
+    @property
+    def chance_error(self) -> float:
+        """The top-1 error before training, 1 - 1 / classes: where Fig. 1's curves start."""
+        return 1.0 - 1.0 / max(2, int(self.summary.get("num_classes") or 2))
+
+    @property
+    def status(self) -> str:
+        return self.summary.get("status", "unknown")
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.summary.get("config") or {}
+
+    def test_error(self, error: str) -> float | None:
+        """The test error (``top1_err`` or ``top5_err``) as a fraction: the 10-patch test's when
+        the run made it (Sec. 4.1), else the single centre patch's."""
+        final = self.summary.get("final") or {}
+        value = final.get(f"test10/{error}", final.get(f"test/{error}"))
+        return None if value is None else float(value)
+
+    def val_error(self, error: str) -> float | None:
+        """The val error (``top1_err`` or ``top5_err``) at the run's last epoch, as a fraction."""
+        value = (self.summary.get("final") or {}).get(f"val/{error}")
+        return None if value is None else float(value)
+
+    def test_per_image(self) -> np.ndarray | None:
+        """Per test image, whether the run's top-1 guess was right (the 10-patch test's when the
+        run made it, as :meth:`test_error`); None where the summary does not record it."""
+        record = (self.summary.get("evaluation") or {}).get("top1_correct") or {}
+        chosen = record.get("test10") or record.get("test")
+        return None if chosen is None else unpack_per_image(chosen)
+
+    def history(self, metric: str) -> list[tuple[int, float]]:
+        """(epochs completed, value) of a per-epoch metric, in order."""
+        rows = self.summary.get("history") or []
+        return [(int(r["epoch"]) + 1, float(r[metric])) for r in rows
+                if r.get(metric) is not None and math.isfinite(float(r[metric]))]
+
+
+def read_runs(path: str | os.PathLike) -> list[Run]:
+    """The training runs of every ``summary.json`` below a directory (or of one summary.json
+    file), in path order, whatever their status; RecordError when there is none."""
+    path = Path(path)
+    if path.is_file() and path.name == "summary.json":
+        paths = [path]
+    elif path.is_dir():
+        paths = sorted(path.rglob("summary.json"))
+    else:
+        raise RecordError(f"no such sweep directory: {path}")
+    runs = []
+    for file in paths:
+        try:
+            runs.append(Run(file, read_summary(file)))
+        except RecordError as err:
+            raise RecordError(f"{err}: run that run again, or remove its directory") from None
+    runs = [r for r in runs if r.summary.get("task") == "train"]
+    if not runs:
+        raise RecordError(f"no training run (summary.json) found below {path}")
+    return runs
+
+
+def read_summary(file: str | os.PathLike) -> dict[str, Any]:
+    """One run's record as this suite writes it (a JSON object with its ``task``, and its
+    ``config`` a mapping); RecordError naming the file and what is wrong with it otherwise."""
+    try:
+        summary = json.loads(Path(file).read_text())
+    except (OSError, ValueError) as err:  # ValueError: not JSON, or not text at all
+        raise RecordError(f"{file} is not a readable summary.json "
+                         f"({' '.join(str(err).split())})") from None
+    if not isinstance(summary, dict) or "task" not in summary:  # another file by that name
+        raise RecordError(f"{file} is not a summary.json written by this suite (no task)")
+    if not isinstance(summary.get("config", {}), dict):
+        raise RecordError(f"{file} is not a summary.json written by this suite (its config is "
+                         f"not a mapping)")
+    return summary
+
+
+def pack_per_image(correct: Any) -> dict[str, Any]:
+    """Per-image booleans (a run's test images, in order) as summary.json keeps them: their count
+    and the bits, packed and base64-encoded (1.7 KB for CIFAR-10's 10,000 test images)."""
+    flags = np.asarray(correct, dtype=bool).ravel()
+    return {"n": int(flags.size), "bits": base64.b64encode(np.packbits(flags)).decode("ascii")}
+
+
+def unpack_per_image(record: dict[str, Any]) -> np.ndarray:
+    """The booleans :func:`pack_per_image` packed."""
+    bits = np.frombuffer(base64.b64decode(record["bits"]), dtype=np.uint8)
+    return np.unpackbits(bits, count=int(record["n"])).astype(bool)
+
+
+def flatten_config(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested configuration (a summary's ``config``) as ``{"dotted.key": value}``."""
+    if isinstance(node, dict):
+        flat: dict[str, Any] = {}
+        for key, value in node.items():
+            flat.update(flatten_config(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: node}
+
+
+# Keys conf/ gained after runs had been recorded, each with the value that does what its absence
+# did. At that value a key is left out of every comparison of configurations, so a run recorded
+# before the key existed equals one that holds it: a completed study is neither run again
+# (skip_completed) nor refused as mixed when new runs join it.
+ADDED_KEYS: dict[str, Any] = {
+    "trainer.enable_checkpointing": True,
+    "trainer.limit_test_batches": None,
+}
+
+
+def comparable(flat: dict[str, Any]) -> dict[str, Any]:
+    """A flattened configuration less the :data:`ADDED_KEYS` that hold their neutral value."""
+    return {k: v for k, v in flat.items() if k not in ADDED_KEYS or v != ADDED_KEYS[k]}
+
+
+def epochs_to_error(curve: list[tuple[int, float]], target: float = 0.25,
+                    start: float | None = None) -> float | None:
+    """The epoch at which a per-epoch training-error curve first reaches ``target`` (Fig. 1's
+    25%), interpolated linearly between the epochs on either side; None if it never does.
+    ``start`` is the error before training (chance), from which the first epoch is drawn."""
+    previous = (0, start) if start is not None else None
+    for epoch, value in curve:
+        if value <= target:
+            if previous is None or previous[1] is None or previous[1] <= value:
+                return float(epoch)
+            before, err_before = previous
+            return before + (err_before - target) / (err_before - value) * (epoch - before)
+        previous = (epoch, value)
+    return None
