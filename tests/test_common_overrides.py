@@ -201,6 +201,7 @@ def test_a_run_recorded_before_the_new_trainer_keys_still_counts_as_completed(
     for key in ("enable_checkpointing", "limit_test_batches"):
         del recorded["trainer"][key]
     (tmp_path / "summary.json").write_text(json.dumps({"task": "train", "status": "completed",
+                                                       "final": {"val/top1_err": 0.5},
                                                        "config": recorded}))
     assert completed_summary(tmp_path / "summary.json", cfg) is not None
     # and a study that mixes runs from before and after them is not refused as mixed

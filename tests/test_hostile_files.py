@@ -94,6 +94,35 @@ DAMAGES = {
     "cut_end": Damage("cut_end", _cut(lambda n: n - CUT_END)),
     "random": Damage("random", _random),
 }
+def _summary_edit(edit: Callable[[dict], None]) -> Callable[[Path, Path], None]:
+    """A summary.json still JSON, with one field as this suite never writes it."""
+    def apply(path: Path, world: Path) -> None:
+        summary = json.loads(path.read_text())
+        edit(summary)
+        path.write_text(json.dumps(summary))
+    return apply
+
+
+SUMMARY_EDITS = {  # damage: what the one line says of it
+    "history_a_mapping": ("its history is not a list of epoch rows",
+                          lambda s: s.update(history={"epoch": 0})),
+    "error_in_percent": ("final: test/top1_err is 42.0, not an error rate in [0, 1]",
+                         lambda s: s["final"].update({"test/top1_err": 42.0})),
+    "error_nan": ("history epoch 2: train/top1_err is nan, not an error rate in [0, 1]",
+                  lambda s: s["history"][1].update({"train/top1_err": float("nan")})),
+    "error_a_string": ("final: test/top1_err is '0.3', not an error rate in [0, 1]",
+                       lambda s: s["final"].update({"test/top1_err": "0.3"})),
+    "final_null": ("a completed run without its final metrics", lambda s: s.update(final=None)),
+}
+for _name, (_says, _edit) in SUMMARY_EDITS.items():
+    DAMAGES[_name] = Damage(_name, _summary_edit(_edit))
+def _lrn_gain_in_words(path: Path, world: Path) -> None:
+    text = path.read_text()
+    assert "  delta_top1: 1.4\n" in text  # lrn's
+    path.write_text(text.replace("  delta_top1: 1.4\n", '  delta_top1: "one point four"\n', 1))
+
+
+DAMAGES["number_in_words"] = Damage("number_in_words", _lrn_gain_in_words)
 FOREIGN = {  # what stands in for a file of another kind
     "summary": "summary.json", "stats": "stats.json", "npy": "mean_image.npy",
     "labels": "train_labels.npy", "images": "val_images.npy", "ckpt": "run.ckpt",
@@ -265,6 +294,11 @@ def _table() -> list[Case]:
         for entry, args in SUMMARY_COMMANDS.items():
             cases.append(_case("summary", SUMMARY, damage, entry, args,
                                ["run that run again, or remove its directory"]))
+    for damage, (says, _) in SUMMARY_EDITS.items():
+        for entry, args in SUMMARY_COMMANDS.items():
+            cases.append(_case("summary", SUMMARY, damage, entry, args,
+                               [f"is damaged: {says}",
+                                "run that run again, or remove its directory"]))
     for file in CIFAR_FILES:
         others = ["a_meta"] if file != "batches.meta" else ["a_batch"]
         for damage in [*EVERY_CUT, *others, "a_npy"]:
@@ -283,6 +317,9 @@ def _table() -> list[Case]:
     for damage in ["empty", "cut_1", "random", "a_summary", "a_npy"]:
         cases.append(_case("claims", "claims/claims.yaml", damage, "report", ["{tmp}/study"],
                            ["restore it: git checkout -- ablations/claims.yaml"]))
+    cases.append(_case("claims", "claims/claims.yaml", "number_in_words", "report",
+                       ["{tmp}/study"], ["claims.yaml: lrn.delta_top1 must be a number or null, "
+                                         "got 'one point four': restore it"]))
     return cases
 
 
@@ -344,6 +381,29 @@ def test_the_table_covers_every_kind_and_damage() -> None:
         assert {"empty", "cut_1", "random"} <= damages
         assert any(d.startswith("a_") for d in damages)
     assert len({c.id for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("entry", list(SUMMARY_COMMANDS))
+def test_two_runs_of_one_arm_and_seed_are_refused(entry: str, world: Path, tmp_path: Path,
+                                                   entries: dict[str, Callable],
+                                                   capsys: pytest.CaptureFixture) -> None:
+    """A run copied beside itself (a sweep started twice into one folder) would replace its twin
+    in every pairing, silently; the study commands name both. fig1 plots every run found then,
+    each labelled, which hides nothing."""
+    _copy(world, tmp_path, "study")
+    seed = tmp_path / "study" / "none" / "lr0.01"
+    shutil.copytree(seed / "seed1", seed / "seed1_again")
+    capsys.readouterr()
+    code = entries[entry](tmp_path, tmp_path, [a.format(tmp=tmp_path)
+                                              for a in SUMMARY_COMMANDS[entry]])
+    err = capsys.readouterr().err.strip()
+    if entry == "figures":
+        assert code == 0 and err == ""
+        return
+    assert code == 2
+    assert err == (f"error: two runs of arm none, seed 1, lr 0.01: {seed / 'seed1'} and "
+                   f"{seed / 'seed1_again'}; remove one (or keep each study in a sweep "
+                   "directory of its own)")
 
 
 def test_the_undamaged_world_is_read_without_complaint(world: Path) -> None:

@@ -336,7 +336,8 @@ def test_stop_at_target_holds_the_target_then_races_the_leader(tmp_path: Path) -
     assert leader.ended_early["reason"] == "target" and leader.reached_at == 4
     history = [{"epoch": e, "train/top1_err": v} for e, v in enumerate(errors[:5])]
     (sweep / "lr0.004" / "seed1" / "summary.json").write_text(json.dumps(
-        {"task": "train", "status": "completed", "num_classes": 10, "history": history}))
+        {"task": "train", "status": "completed", "num_classes": 10, "history": history,
+         "final": history[-1]}))
 
     # 25% after 3.83 epochs (interpolated between 0.30 and 0.24): a slower rate of seed 1 stops
     # after ceil(1.5 x 3.83) = 6 of its 8.

@@ -51,7 +51,30 @@ def load_claims(path: str | os.PathLike | None = None) -> dict[str, dict[str, An
     if not claims:
         raise ClaimsError(f"{path or CLAIMS_FILE} holds no claims (no entry names an ablation): "
                          f"{RESTORE}")
+    for key, entry in claims.items():
+        if problem := _bad_field(key, entry):
+            raise ClaimsError(f"{path or CLAIMS_FILE}: {problem}: {RESTORE}")
     return claims
+
+
+# The fields the report reads as numbers.
+NUMBERS = {"delta_top1", "delta_top5", "error_with", "error_without", "speedup"}
+
+
+def _bad_field(key: str, entry: dict[str, Any]) -> str | None:
+    """A claim's field of the wrong kind: an ablation that is not a name, a number that is not
+    one (its dataset's numbers, ``cifar10:``, included)."""
+    if not isinstance(entry["ablation"], str):
+        return f"{key}.ablation must be an ablation's name, got {entry['ablation']!r}"
+    fields = [(f"{key}.{name}", value) for name, value in entry.items()]
+    fields += [(f"{key}.{name}.{inner}", value) for name, nested in entry.items()
+               if isinstance(nested, dict) for inner, value in nested.items()]
+    for name, value in fields:
+        if name.rsplit(".", 1)[-1] in NUMBERS and value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float))
+                or not math.isfinite(value)):
+            return f"{name} must be a number or null, got {value!r}"
+    return None
 
 
 def load_headline(path: str | os.PathLike | None = None) -> dict[str, Any]:

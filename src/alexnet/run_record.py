@@ -132,7 +132,36 @@ def read_summary(file: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(summary.get("config", {}), dict):
         raise RecordError(f"{file} is not a summary.json written by this suite (its config is "
                          f"not a mapping)")
+    if problem := _damage(summary):
+        raise RecordError(f"{file} is damaged: {problem}")
     return summary
+
+
+def _damage(summary: dict[str, Any]) -> str | None:
+    """What makes a record unusable that this suite never writes: metrics that are not
+    mappings, a completed training run without its final metrics, an error rate that is not a
+    fraction (a percentage, NaN, a string). Losses may be anything: a diverged run's are NaN."""
+    history = summary.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(row, dict) for row in history):
+        return "its history is not a list of epoch rows"
+    for key in ("final", "best"):
+        if not isinstance(summary.get(key) or {}, dict):
+            return f"its {key} metrics are not a mapping"
+    if summary.get("task") == "train" and summary.get("status") == "completed" and not (
+            isinstance(summary.get("final"), dict)):
+        return "a completed run without its final metrics"
+    rows = [("final", summary.get("final") or {}), ("best", summary.get("best") or {}),
+            *((f"history epoch {i + 1}", row) for i, row in enumerate(history))]
+    for where, metrics in rows:
+        for name, value in metrics.items():
+            if name.endswith("_err") and value is not None and not _fraction(value):
+                return f"{where}: {name} is {value!r}, not an error rate in [0, 1]"
+    return None
+
+
+def _fraction(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and 0.0 <= value <= 1.0)
 
 
 def pack_per_image(correct: Any) -> dict[str, Any]:

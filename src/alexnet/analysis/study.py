@@ -97,6 +97,7 @@ def load_study(directory: str | os.PathLike) -> Study:
     incomplete = [r for r in runs if r.status not in counted]
     if not completed:
         raise StudyError(f"none of the {len(runs)} runs below {directory} has completed")
+    _check_one_run_each(completed)
     study = Study(directory, completed, incomplete)
     _check_comparable(study)
     study.missing = _missing(study, runs)
@@ -115,6 +116,21 @@ def _comparable_config(run: Run) -> dict[str, Any]:
 
 def _arm_keys(run: Run) -> set[str]:
     return {key for a in run.summary.get("ablations") or [] for key in a.get("changes") or []}
+
+
+def _check_one_run_each(runs: list[Run]) -> None:
+    """Two counted runs of the same arm, seed (and learning rate) would have one replace the
+    other in every pairing: refused, naming both."""
+    seen: dict[tuple[str, Any, Any], Run] = {}
+    for run in runs:
+        key = (run.arm, run.seed, run.lr)
+        if key in seen:
+            raise StudyError(
+                f"two runs of arm {run.arm}, seed {run.seed}"
+                + (f", lr {run.lr}" if (run.config.get("study") or {}).get("lrs") else "")
+                + f": {seen[key].path.parent} and {run.path.parent}; remove one (or keep each "
+                "study in a sweep directory of its own)")
+        seen[key] = run
 
 
 def _check_comparable(study: Study) -> None:
