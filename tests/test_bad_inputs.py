@@ -79,6 +79,18 @@ def _save(path: Path, obj: object) -> None:
     torch.save(obj, path)
 
 
+def _tiny_checkpoint(tmp: Path, data_dir: Path, name: str, nan_in: str | None = None) -> None:
+    """A checkpoint of the tiny net as src/train.py writes one, with NaN in one tensor if asked."""
+    from hydra.utils import instantiate
+
+    config = _tiny_config(tmp, data_dir)
+    weights = instantiate(OmegaConf.create(config).model, num_classes=10).state_dict()
+    if nan_in is not None:
+        weights[nan_in].view(-1)[0] = float("nan")
+    _save(tmp / name, {"alexnet_config": config,
+                       "state_dict": {f"net.{k}": v for k, v in weights.items()}})
+
+
 CASES = [
     # -- the command line and the configs ------------------------------------------------------
     Case("negative_lr", "train", ["optimizer.lr=-0.1"],
@@ -153,6 +165,22 @@ CASES = [
          # seed 17: bytes on which the weights-only unpickler raises IndexError
          setup=lambda tmp, d: (tmp / "random.ckpt").write_bytes(
              np.random.default_rng(17).integers(0, 256, 2000, dtype=np.uint8).tobytes())),
+    Case("eval_nan_weights", "eval", ["ckpt_path={tmp}/nan.ckpt"],
+         "error: {tmp}/nan.ckpt holds non-finite weights (net.conv2.weight): the run it comes "
+         "from diverged; evaluate or resume from an earlier checkpoint", 2,
+         setup=lambda tmp, d: _tiny_checkpoint(tmp, d, "nan.ckpt", nan_in="conv2.weight")),
+    Case("eval_config_not_a_configuration", "eval", ["ckpt_path={tmp}/config.ckpt"],
+         "error: {tmp}/config.ckpt is not a checkpoint written by src/train.py (its "
+         "alexnet_config is not a configuration with a model and data)", 2,
+         setup=lambda tmp, d: _save(tmp / "config.ckpt", {"alexnet_config": "experiment=demo",
+                                                           "state_dict": {}})),
+    Case("eval_batch_size_zero", "eval", ["ckpt_path={tmp}/run.ckpt", "batch_size=0"],
+         "error: invalid configuration: batch_size must be a whole number >= 1 (or null: the "
+         "training run's), got 0", 2,
+         setup=lambda tmp, d: _tiny_checkpoint(tmp, d, "run.ckpt")),
+    Case("eval_ten_crop_not_a_boolean", "eval", ["ckpt_path={tmp}/run.ckpt", "ten_crop=maybe"],
+         "error: invalid configuration: ten_crop must be true or false, got 'maybe'", 2,
+         setup=lambda tmp, d: _tiny_checkpoint(tmp, d, "run.ckpt")),
     Case("resume_random_bytes", "train", ["ckpt_path={tmp}/random.ckpt"],
          "error: {tmp}/random.ckpt is not a readable checkpoint (not a file torch.save wrote)", 2,
          setup=lambda tmp, d: (tmp / "random.ckpt").write_bytes(

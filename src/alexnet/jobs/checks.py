@@ -55,6 +55,22 @@ def config_problems(cfg: DictConfig) -> list[str]:
     return problems
 
 
+def eval_problems(cfg: DictConfig) -> list[str]:
+    """src/eval.py's own options (conf/eval.yaml), each problem as one line: read before the
+    checkpoint is, so that a wrong value is not recorded beside a measurement."""
+    problems = []
+    if not isinstance(cfg.get("ten_crop"), bool):
+        problems.append(f"ten_crop must be true or false, got {cfg.get('ten_crop')!r}")
+    size = cfg.get("batch_size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        problems.append(f"batch_size must be a whole number >= 1 (or null: the training "
+                        f"run's), got {size!r}")
+    prepared = cfg.get("prepared_dir")
+    if prepared is not None and not isinstance(prepared, str):
+        problems.append(f"prepared_dir must be a path (or null), got {prepared!r}")
+    return problems
+
+
 def check_parallel(cfg: DictConfig, trainer: L.Trainer, net: torch.nn.Module) -> None:
     """The parallel layout's mistakes, before any work starts (UserError naming the fix)."""
     problems = parallel.check_layout(cfg, trainer, net)

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from alexnet.callbacks.history import MetricHistory
 from alexnet.exits import UserError, building, check_values_resolve, one_line
 from alexnet.jobs.build import build_data, build_trainer
-from alexnet.jobs.checks import check_record_path
+from alexnet.jobs.checks import check_record_path, eval_problems
 from alexnet.training import parallel
 from alexnet.training.ablation import applied_ablations
 from alexnet.training.checkpoints import (
@@ -31,6 +31,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
         raise UserError("no checkpoint given: python src/eval.py ckpt_path=PATH/TO/FILE.ckpt")
     check_values_resolve(cfg)
+    if problems := eval_problems(cfg):
+        raise UserError(f"invalid configuration: {problems[0]}")
     out = Path(cfg.paths.output_dir)
     check_record_path(out / "summary.json")
     out.mkdir(parents=True, exist_ok=True)
@@ -40,8 +42,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     train_cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
     with building("cannot evaluate"):
         data_cfg = dataset_config(train_cfg, cfg.get("prepared_dir"))
-        data_cfg.ten_crop = bool(cfg.get("ten_crop"))
-        if cfg.get("batch_size"):
+        data_cfg.ten_crop = cfg.ten_crop
+        if cfg.get("batch_size") is not None:
             data_cfg.eval_batch_size = cfg.batch_size
         datamodule = build_data(data_cfg)
         net = instantiate(train_cfg.model, num_classes=datamodule.num_classes)

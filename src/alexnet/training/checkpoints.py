@@ -166,6 +166,22 @@ def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> dict[s
         raise UserError(message) from None
     if not isinstance(checkpoint, dict) or not checkpoint.get(CONFIG_KEY):
         raise UserError(f"{path} is not a checkpoint written by src/train.py (no {CONFIG_KEY})")
+    config, weights = checkpoint[CONFIG_KEY], checkpoint.get("state_dict")
+    if not isinstance(config, dict) or not all(
+            isinstance(config.get(section), dict) for section in ("model", "data")):
+        raise UserError(f"{path} is not a checkpoint written by src/train.py (its {CONFIG_KEY} "
+                        f"is not a configuration with a model and data)")
+    if not isinstance(weights, dict) or not all(
+            isinstance(v, torch.Tensor) for v in weights.values()):
+        raise UserError(f"{path} is not a checkpoint written by src/train.py (its state_dict is "
+                        f"not a mapping of tensors)")
+    # A run that diverged can leave NaN weights behind: measured, they would give chance-level
+    # error recorded as a completed evaluation (or a blank figure).
+    bad = next((k for k, v in weights.items()
+                if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise UserError(f"{path} holds non-finite weights ({bad}): the run it comes from "
+                        f"diverged; evaluate or resume from an earlier checkpoint")
     return checkpoint
 
 
