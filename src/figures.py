@@ -24,7 +24,7 @@ from alexnet.analysis.curves_figure import (
     study_curves,
 )
 from alexnet.analysis.fig1_figure import FIG1_FILE, fig1_curves, fig1_record, plot_fig1
-from alexnet.analysis.figure_dir import file_record, write_figure_dir
+from alexnet.analysis.figure_dir import check_out, file_record, write_figure_dir
 from alexnet.exits import DataError, UserError
 from alexnet.names import VAL_TOP1
 
@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     out = args.out or ROOT / "logs" / "figures" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
     try:
+        check_out(out)
         pngs, inputs, measured = make(args)
         written = write_figure_dir(out, pngs, inputs, measured)
     except (UserError, DataError) as err:  # RecordError, StudyError, ClaimsError too

@@ -259,6 +259,17 @@ CASES = [
          ".png, .ppm, .bmp, .pgm, .tif, .tiff, .webp)", 2,
          setup=lambda tmp, d: (write_image_classes(tmp, {"cat": 3}),
                                (tmp / "images" / "dog").mkdir())),
+    Case("images_one_class", "prepare",
+         ["data=imagefolder", "data.root={tmp}/images", "data.prepared_dir={tmp}/prepared"],
+         "error: {tmp}/images holds one class folder (cat): a classifier needs at least two, "
+         "expected {tmp}/images/<class>/<images> for each class", 2,
+         setup=lambda tmp, d: write_image_classes(tmp, {"cat": 4})),
+    Case("images_link_loop", "prepare",
+         ["data=imagefolder", "data.root={tmp}/images", "data.prepared_dir={tmp}/prepared"],
+         "error: {tmp}/images/cat/loop.jpg is a symbolic link loop (following it leads back to "
+         "it): remove it, or point it at an image", 2,
+         setup=lambda tmp, d: (write_image_classes(tmp, {"cat": 3, "dog": 3}),
+                               (tmp / "images" / "cat" / "loop.jpg").symlink_to("loop.jpg"))),
     # -- signals and numbers: real signals to this process, real divergence --------------------
     Case("sigterm_mid_epoch", "train", ["test=false"],
          "interrupted at epoch 0 step 3 -> {out}; resume with: python src/train.py "
@@ -278,6 +289,10 @@ CASES = [
     Case("loss_diverges_read_every_3", "train",
          ["optimizer.lr=1e9", "test=false", "nonfinite_every=3"],
          "diverged at epoch 0 step 2 (training loss nan) -> {out}", 3),
+    Case("dropout_a_word", "train", ["model.dropout=high"],
+         "error: invalid configuration: model.dropout must be a number, got 'high'", 2),
+    Case("image_size_a_word", "train", ["data.image_size=big"],
+         "error: invalid configuration: data.image_size must be a number, got 'big'", 2),
     Case("nonfinite_every_zero", "train", ["nonfinite_every=0"],
          "error: invalid configuration: nonfinite_every must be a whole number of steps >= 1, "
          "got 0", 2),

@@ -318,3 +318,22 @@ def test_curves_of_a_study_over_learning_rates_and_their_mistakes(tmp_path: Path
         (said,) = capsys.readouterr().err.strip().splitlines()
         assert said == (line or f"error: no such sweep directory: {target}")
         assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["fig1", "curves"])
+def test_a_file_where_a_folder_goes(command: str, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture) -> None:
+    """A file given as the study or as --out: one line that says it is a file, before any
+    figure is made (not "no such directory", nor a traceback once it is)."""
+    sweep, file = ROOT / "ablations" / "results" / "fig1", tmp_path / "notes.txt"
+    file.write_text("kept\n")
+    as_study = f"error: {file} is a file, not a sweep directory" + (
+        " or a summary.json" if command == "fig1" else "")
+    capsys.readouterr()
+    for study, out, line in (
+            (sweep, file, f"error: --out {file} is a file: name a new or empty directory"),
+            (file, tmp_path / "fig", as_study)):
+        assert cli.main([command, str(study), "--out", str(out)]) == 2
+        (said,) = capsys.readouterr().err.strip().splitlines()
+        assert said == line
+        assert file.read_text() == "kept\n" and not (tmp_path / "fig").exists()

@@ -34,6 +34,7 @@ def awkward_folder(root: Path) -> dict[str, Path]:
         "cmyk": folder / "cmyk.JPEG",
         "png": folder / "png_named.JPEG",
         "palette": folder / "palette.png",
+        "grey16": folder / "grey16.png",
         "corrupt": folder / "corrupt.JPEG",
         "truncated": folder / "truncated.JPEG",
         "empty": folder / "empty.jpg",
@@ -43,6 +44,8 @@ def awkward_folder(root: Path) -> dict[str, Path]:
     Image.new("RGB", (40, 40), (10, 20, 250)).save(paths["png"], format="PNG")
     Image.new("RGB", (40, 40), (0, 128, 64)).convert("P", palette=Image.Palette.ADAPTIVE).save(
         paths["palette"], format="PNG")
+    # 16-bit grey (a scanner's or a microscope's PNG): 40000 of 65535 is 156 of 255, not clipped
+    Image.fromarray(np.full((40, 40), 40000, dtype=np.uint16)).save(paths["grey16"], format="PNG")
     paths["corrupt"].write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG" * 10)
     good = (root / "tmp.jpg")
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
@@ -63,7 +66,7 @@ def test_awkward_files_are_converted_or_skipped(tmp_path: Path) -> None:
     skipped = {Path(s["path"]).name: s for s in stats["skipped"]}
     assert set(skipped) == {"corrupt.JPEG", "truncated.JPEG", "empty.jpg"}
     assert all(s["split"] == "train" and s["error"] for s in skipped.values())
-    assert result.skipped and stats["counts"]["train"]["total"] == 5
+    assert result.skipped and stats["counts"]["train"]["total"] == 6
     images, labels = prepared.open_split(tmp_path / "out", "train")
     files = job.splits["train"].identity
     rows = {Path(f).name: i for i, f in enumerate(files)}
@@ -75,10 +78,11 @@ def test_awkward_files_are_converted_or_skipped(tmp_path: Path) -> None:
     assert np.abs(images[rows["png_named.JPEG"]].astype(int) - [10, 20, 250]).max() == 0
     assert np.abs(images[rows["rgb.JPEG"]].astype(int) - [200, 30, 40]).max() <= 6
     assert np.abs(images[rows["palette.png"]].astype(int) - [0, 128, 64]).max() == 0
+    assert (images[rows["grey16.png"]] == 40000 >> 8).all()
     dataset = PreparedImages(tmp_path / "out", "train", crop_size=16, crop="none")
-    assert len(dataset) == 5
-    batch, _, _ = dataset.__getitems__(list(range(5)))
-    assert (batch.reshape(5, -1).max(dim=1).values > 0).all()  # no empty rows
+    assert len(dataset) == 6
+    batch, _, _ = dataset.__getitems__(list(range(6)))
+    assert (batch.reshape(6, -1).max(dim=1).values > 0).all()  # no empty rows
     # The statistics leave the skipped rows out.
     direct = prepared.pixel_statistics(images, labels)
     assert stats["mean_rgb"] == pytest.approx(direct["mean_rgb"], abs=1e-9)
@@ -290,3 +294,20 @@ def test_copies_across_splits_are_listed_and_named(tmp_path: Path) -> None:
                          progress=False)
     assert clean.stats["duplicates"] == []
     assert "warning" not in preparing.describe(clean, "imagefolder")
+
+
+def test_a_file_name_that_is_not_utf8_is_prepared(tmp_path: Path) -> None:
+    """A name of bytes no Unicode string holds (Latin-1 from an old archive) is an image like
+    any other: read, counted and fingerprinted (os.fsencode), not a traceback."""
+    import os
+
+    awkward_folder(tmp_path / "src")
+    folder = tmp_path / "src" / "train" / "things"
+    name = os.fsdecode(b"caf\xe9.jpg")  # \xe9 alone is not UTF-8: a surrogate escape
+    write_image(folder / name, (30, 200, 90))
+    job = preparing.plan("imagefolder", tmp_path / "src", tmp_path / "out", 16)
+    writer.write(job, workers=1, chunk_size=3, progress=False)
+    images, _ = prepared.open_split(tmp_path / "out", "train")
+    row = [Path(f).name for f in job.splits["train"].identity].index(name)
+    assert np.abs(images[row].astype(int) - [30, 200, 90]).max() <= 6
+    assert prepared.load_stats(tmp_path / "out", 16)["counts"]["train"]["total"] == 7

@@ -106,7 +106,8 @@ def read_runs(path: str | os.PathLike) -> list[Run]:
     elif path.is_dir():
         paths = sorted(path.rglob("summary.json"))
     else:
-        raise RecordError(f"no such sweep directory: {path}")
+        raise RecordError(f"{path} is a file, not a sweep directory or a summary.json"
+                          if path.exists() else f"no such sweep directory: {path}")
     runs = []
     for file in paths:
         try:

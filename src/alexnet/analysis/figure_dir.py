@@ -27,15 +27,24 @@ def file_record(path: str | os.PathLike) -> dict[str, Any]:
     return {"path": str(path), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
 
 
+def check_out(out: str | os.PathLike) -> Path:
+    """``out`` as a figure's directory may be: new, or an empty directory (checked before the
+    figure is made, and again when it is written); UserError, one line, otherwise."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: name a new or empty directory")
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} is not empty: choose another --out")
+    return out
+
+
 def write_figure_dir(out: str | os.PathLike, pngs: dict[str, Any], inputs: dict[str, Any],
                      measurements: dict[str, Any]) -> list[Path]:
     """Write the PNGs (uint8 arrays or matplotlib figures), ``inputs.json`` (what they were made
     from, exactly) and ``measurements.json`` into ``out``, a directory of their own."""
     from PIL import Image
 
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} is not empty: choose another --out")
+    out = check_out(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, picture in pngs.items():

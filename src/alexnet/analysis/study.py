@@ -84,7 +84,8 @@ def load_study(directory: str | os.PathLike) -> Study:
     the completed runs differ in anything but their arm's keys, the seed and a swept lr."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise StudyError(f"no such sweep directory: {directory}")
+        raise StudyError(f"{directory} is a file, not a sweep directory" if directory.exists()
+                         else f"no such sweep directory: {directory}")
     try:
         runs = read_runs(directory)
     except RecordError as err:

@@ -37,6 +37,17 @@ def central_square(width: int, height: int) -> tuple[float, float, float, float]
     return left, top, left + side, top + side
 
 
+# Grey images of more than 8 bits: 16-bit PNGs open as I;16 (or I, 32-bit), whose convert("RGB")
+# clips every value above 255 (nearly all of a 16-bit image) instead of scaling it.
+WIDE_GREY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """A 16-bit grey image (0-65535) as 8-bit grey: the high byte of each value."""
+    values = np.asarray(image, dtype=np.uint32)
+    return Image.fromarray(np.clip(values >> 8, 0, 255).astype(np.uint8))  # mode L
+
+
 def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
     """Decode ``path`` into a uint8 (size, size, 3) RGB array: shorter side to ``size``, central
     crop (Sec. 2). Raises DecodeError for anything that is not a readable image."""
@@ -49,8 +60,10 @@ def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
                 # large images; keeping at least twice the target size leaves the filtering to
                 # the antialiased resize below.
                 image.draft("RGB", (2 * size, 2 * size))
+                if image.mode in WIDE_GREY:
+                    image = _eight_bit(image)
                 if image.mode != "RGB":
-                    # Grayscale, CMYK, palette, RGBA, 16-bit: the network takes RGB.
+                    # Grayscale, CMYK, palette, RGBA: the network takes RGB.
                     image = image.convert("RGB")
                 box = central_square(*image.size)
                 image = image.resize((size, size), RESAMPLE, box=box)

@@ -17,6 +17,7 @@ Every mistake raises DataError naming the path and what was expected.
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,9 +113,13 @@ class FolderWalk:
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            if entry.is_dir():
+            try:
+                is_dir, is_file = entry.is_dir(), entry.is_file()
+            except OSError:  # a link that loops (ELOOP): named by _link below
+                is_dir = is_file = False
+            if is_dir:
                 self._visit(entry.path, found)
-            elif is_image_file(entry.name) and (entry.is_file() or entry.is_symlink()):
+            elif is_image_file(entry.name) and (is_file or entry.is_symlink()):
                 # A link to nothing is listed too: the writer names it among the files
                 # that could not be read, rather than it vanishing from the count.
                 if entry.is_symlink():
@@ -122,6 +127,13 @@ class FolderWalk:
                 found.append(entry.path)
 
     def _link(self, path: str) -> None:
+        try:
+            os.path.realpath(path, strict=True)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise DataError(f"{path} is a symbolic link loop (following it leads back to "
+                                f"it): remove it, or point it at an image") from None
+            # a link to nothing: listed, and named by the writer among the unreadable files
         real = os.path.realpath(path)
         first = self.links.setdefault(real, path)
         if first != path:
@@ -149,6 +161,9 @@ def class_tree(folder: Path, walk: FolderWalk) -> tuple[list[str], list[str], np
     classes = [e.name for e in subdirs(folder)]
     if not classes:
         raise DataError(f"{folder} has no class folders: expected {folder}/<class>/<images>")
+    if len(classes) == 1:  # prepared, it would fail only once a run builds its classifier
+        raise DataError(f"{folder} holds one class folder ({classes[0]}): a classifier needs "
+                        f"at least two, expected {folder}/<class>/<images> for each class")
     files, labels = [], []
     for label, name in enumerate(classes):
         images = walk.images(folder / name)

@@ -79,7 +79,8 @@ class Job:
         digest.update(json.dumps(head, sort_keys=True, default=str).encode())
         for name, split in sorted(self.splits.items()):
             digest.update(name.encode())
-            digest.update("\n".join(split.identity).encode())
+            # os.fsencode: a file name that is not UTF-8 (bytes a Unicode name cannot hold)
+            digest.update(b"\n".join(os.fsencode(i) for i in split.identity))
             digest.update(np.ascontiguousarray(split.labels, dtype=np.int64).tobytes())
         return digest.hexdigest()
 

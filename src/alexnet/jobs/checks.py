@@ -18,6 +18,12 @@ from alexnet.exits import UserError, in_multirun
 from alexnet.run_record import RecordError, comparable, flatten_config, read_summary
 from alexnet.training import parallel
 
+# Keys that hold numbers in every configuration that has them (the network's and the data's
+# sizes and rates); the optimizer's and the trainer's are checked below with their ranges.
+NUMBERS = ("model.dropout", "model.lrn_size", "model.lrn_alpha", "model.lrn_beta", "model.lrn_k",
+           "data.image_size", "data.crop_size", "data.batch_size", "data.num_workers",
+           "data.val_fraction", "data.test_fraction")
+
 
 def config_problems(cfg: DictConfig) -> list[str]:
     """Cheap checks of values that would otherwise fail only once training has started (after
@@ -33,6 +39,8 @@ def config_problems(cfg: DictConfig) -> list[str]:
             return None
         return value
 
+    for key in NUMBERS:  # a word where a number goes fails late, and without the key's name
+        number(key)
     if (lr := number("optimizer.lr")) is not None and lr < 0:
         problems.append(f"optimizer.lr must be >= 0, got {lr}")
     if (momentum := number("optimizer.momentum")) is not None and not 0 <= momentum < 1:
