@@ -20,7 +20,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shutil
 import sys
 from pathlib import Path
@@ -72,15 +71,8 @@ def device_of(cfg: DictConfig) -> torch.device:
 
 
 def environment(device: torch.device) -> dict[str, Any]:
-    cpu = "unknown CPU"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in
-                   Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor() or cpu
     return {
-        "device": device.type, "cpu": cpu, "cpu_count": os.cpu_count(),
+        "device": device.type, "cpu": hardware.cpu_model(), "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "load_average": list(os.getloadavg()),

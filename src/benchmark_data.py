@@ -21,13 +21,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
 import shutil
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NoReturn
 
@@ -35,10 +32,15 @@ import torch
 
 from alexnet import exits
 from alexnet.benchmarks.arguments import non_negative_int, positive_float, positive_int
+from alexnet.benchmarks.hardware import cpu_model
+from alexnet.benchmarks.input_pipeline import (
+    build_image_folder,
+    measure,
+    torchvision_loader,
+)
 from alexnet.data import preparation, writer
 from alexnet.data.datamodule import PreparedDataModule
-from alexnet.data.images import is_image_file
-from alexnet.exits import DataError
+from alexnet.exits import DataError, UserError
 from alexnet.resolvers import register_resolvers
 
 register_resolvers()  # before Hydra composes the config
@@ -55,80 +57,6 @@ def users_paths(text: str, tree: Path, images: Path) -> str:
     """``text`` with each image named by the user's file, not by its copy in the work tree."""
     text = re.sub(re.escape(str(tree)) + r"/[^/]+/[^/]+/", f"{images}/", text)
     return text.replace(str(tree), str(images))
-
-
-def build_image_folder(images: Path, out: Path, count: int | None) -> int:
-    """train/<class>/ of links to the JPEGs and val/<class>/ of copies of them (the class is the
-    name's part before the first underscore, as in the sample's ``<wnid>_<label>.JPEG``). Copies,
-    since preparation refuses one file reached from two splits through links."""
-    files = sorted(p for p in images.iterdir() if is_image_file(p.name))[:count]
-    if not files:
-        fail(f"no images in {images}")
-    for split in ("train", "val"):
-        for path in files:
-            folder = out / split / path.name.split("_")[0]
-            folder.mkdir(parents=True, exist_ok=True)
-            if split == "train":
-                (folder / path.name).symlink_to(path.resolve())
-            else:
-                shutil.copyfile(path, folder / path.name)
-    return len(files)
-
-
-def cpu_seconds() -> float:
-    """CPU time used so far by this process and its live child processes (the loader workers).
-    Unlike images/s, CPU time per image hardly depends on what else the machine is running."""
-    total = time.process_time()
-    try:
-        children = Path(f"/proc/self/task/{os.getpid()}/children").read_text().split()
-        tick = os.sysconf("SC_CLK_TCK")
-        for pid in children:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
-    except (OSError, ValueError):  # not Linux: this process only
-        pass
-    return total
-
-
-def measure(batches: Iterable, step: Callable, seconds: float,
-            warmup: int = 2) -> tuple[float, float]:
-    """(images per second, CPU milliseconds per image) over at least ``seconds`` of batches,
-    after ``warmup`` batches (worker start-up excluded); cycles through epochs as needed."""
-    images, started, cpu = 0, None, 0.0
-    while True:
-        for index, batch in enumerate(batches):
-            count = step(batch)
-            if started is None:
-                if index + 1 >= warmup:
-                    started, cpu = time.perf_counter(), cpu_seconds()
-                continue
-            images += count
-            elapsed = time.perf_counter() - started
-            if elapsed >= seconds:
-                return images / elapsed, (cpu_seconds() - cpu) / images * 1000
-
-
-def torchvision_loader(folder: Path, batch_size: int, workers: int) -> torch.utils.data.DataLoader:
-    from torchvision import datasets, transforms
-
-    transform = transforms.Compose([
-        transforms.Resize(256), transforms.CenterCrop(256), transforms.RandomCrop(227),
-        transforms.RandomHorizontalFlip(), transforms.ToTensor(),
-    ])
-    dataset = datasets.ImageFolder(str(folder), transform=transform)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True,
-                                       num_workers=workers, drop_last=True,
-                                       persistent_workers=workers > 0)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
@@ -153,17 +81,20 @@ def main() -> None:
         tree, prepared_dir = work / "images", work / "prepared"
         shutil.rmtree(tree, ignore_errors=True)
         shutil.rmtree(prepared_dir, ignore_errors=True)
-        count = build_image_folder(args.images, tree, args.count)
+        try:
+            count = build_image_folder(args.images, tree, args.count)
+        except UserError as err:
+            fail(str(err))
         for path in tree.rglob("*"):  # into the page cache, for both pipelines alike
             if path.is_file():
                 path.read_bytes()
         print(f"{count} JPEGs from {args.images}; {os.cpu_count()} CPUs: {cpu_model()}; "
               f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 
-        job = preparation.plan("imagefolder", tree, prepared_dir, 256)
         try:
+            job = preparation.plan("imagefolder", tree, prepared_dir, 256)
             result = writer.write(job, workers=args.prepare_workers, progress=False)
-        except DataError as err:  # none of the images decodes: nothing to time
+        except DataError as err:  # none of the images decodes, one class only: nothing to time
             fail(users_paths(" ".join(str(err).split()), tree, args.images))
         prepare_rate = result.images / result.seconds
         print(f"prepare: {result.images} images (train and val) in {result.seconds:.1f} s = "

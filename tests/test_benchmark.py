@@ -169,8 +169,9 @@ def test_the_input_pipeline_benchmark_without_an_image_it_can_read(content: str,
     images = tmp_path / "images"
     if content != "missing":
         images.mkdir()
-    if content == "undecodable":
+    if content == "undecodable":  # two classes (the name's part before "_"), no image
         (images / "n0_a.JPEG").write_text("not an image\n")
+        (images / "n1_b.JPEG").write_text("not an image either\n")
     result = _benchmark_data(images)
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()

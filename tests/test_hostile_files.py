@@ -564,3 +564,24 @@ def test_the_entry_point_checks_config_files_before_hydra(tmp_path: Path, data_d
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"error: {broken}") and "not a valid YAML config file" in line
     assert not result.stdout and not (tmp_path / "logs").exists()
+
+
+def test_a_claim_missing_from_claims_yaml_is_said_in_the_report(world: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    """claims.yaml without the claim an arm's runs name: the report still compares what it has,
+    and says which arm has no paper number because of it (not a silent "no number")."""
+    import yaml
+
+    from alexnet.analysis.ablation_report import write_report
+
+    _copy(world, tmp_path, "study", "claims")
+    claims = tmp_path / "claims" / "claims.yaml"
+    entries = yaml.safe_load(claims.read_text())
+    del entries["relu"]  # the claim the tanh arm tests
+    claims.write_text(yaml.safe_dump(entries))
+    monkeypatch.setattr("alexnet.claims.CLAIMS_FILE", claims)
+    md, _, _ = write_report(tmp_path / "study")
+    text = md.read_text()
+    assert ("Arms that no claim of `ablations/claims.yaml` names (no paper number beside them):"
+            "\n\n- `tanh` (its runs name the claim `relu`)") in text

@@ -137,6 +137,7 @@ def render_markdown(study: Study, claims: dict[str, dict[str, Any]]) -> str:
     if fig1 is not None:
         paper = (claims.get("tanh") or {}).get("speedup")
         lines += fig1_lines(fig1, paper, bool(study.spec.get("lrs")))
+    lines += _unclaimed_lines(study, claims)
     lines += ["", f"Runs read: {len(study.runs)} completed summary.json files below "
               f"`{study.directory.name}/`. Confidence intervals: Student t, 95%, over the "
               "seeds, each ablation's run paired with the baseline run of the same seed."
@@ -215,6 +216,24 @@ def _delta_table(study: Study, claims: dict[str, dict[str, Any]]) -> list[str]:
         lines += ["", "Claims without a number in the paper (the interval is still measured):", ""]
         lines += [f"- {text}" for text in no_number]
     return lines
+
+
+def _unclaimed_lines(study: Study, claims: dict[str, dict[str, Any]]) -> list[str]:
+    """The arms no claim names, said so that a claim missing from claims.yaml is not read as a
+    claim the paper gave no number for."""
+    unclaimed = [a for a in study.arms if a != BASELINE and a not in claims]
+    if not unclaimed:
+        return []
+    return ["", "Arms that no claim of `ablations/claims.yaml` names (no paper number beside "
+            "them):", "", *(f"- `{a}`" + (f" (its runs name the claim `{', '.join(named)}`)"
+                                          if (named := _claims_named(study, a)) else "")
+                            for a in unclaimed)]
+
+
+def _claims_named(study: Study, arm: str) -> list[str]:
+    """The claims an arm's runs record for their ablations (summary.json ``ablations``)."""
+    return sorted({a.get("claim") for run in study.by_arm(arm).values()
+                   for a in run.summary.get("ablations") or [] if a.get("claim")})
 
 
 def _val_lines(study: Study) -> list[str]:

@@ -1,10 +1,11 @@
 """What the machine itself gives: device synchronisation, a training step's FLOPs, the measured
-matmul peak (MFU's denominator) and peak memory."""
+matmul peak (MFU's denominator), peak memory and the CPU's name."""
 
 from __future__ import annotations
 
 import ctypes
 import math
+import platform
 import threading
 import time
 from pathlib import Path
@@ -93,3 +94,14 @@ def _trim() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
