@@ -51,6 +51,9 @@ def main(cfg: DictConfig) -> None:
         if done is None:
             job = preparation.plan(source, data.get("root"), data.prepared_dir, data.image_size,
                                **fractions)
+            if len(job.classes) < 2:  # prepared, it would fail only once a run builds its net
+                raise UserError(f"{data.get('root')} holds one class ({job.classes[0]}): a "
+                                f"classifier needs at least two")
     if done is not None:
         counts = ", ".join(f"{s} {c['total']}" for s, c in done["counts"].items())
         print(f"completed: already prepared, {counts} images (force=true prepares it again) -> "

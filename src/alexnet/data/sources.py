@@ -161,9 +161,6 @@ def class_tree(folder: Path, walk: FolderWalk) -> tuple[list[str], list[str], np
     classes = [e.name for e in subdirs(folder)]
     if not classes:
         raise DataError(f"{folder} has no class folders: expected {folder}/<class>/<images>")
-    if len(classes) == 1:  # prepared, it would fail only once a run builds its classifier
-        raise DataError(f"{folder} holds one class folder ({classes[0]}): a classifier needs "
-                        f"at least two, expected {folder}/<class>/<images> for each class")
     files, labels = [], []
     for label, name in enumerate(classes):
         images = walk.images(folder / name)
