@@ -198,7 +198,7 @@ def test_a_run_directory_removed_mid_run_is_said_in_one_line(tmp_path: Path,
 
 
 def test_crops_depend_on_seed_epoch_and_image_alone() -> None:
-    from alexnet.data.resume import geometry
+    from alexnet.data.resumable_batches import geometry
 
     first = geometry([5, 9, 2], seed=1, epoch=3, room=13, random_crop=True, flip=True)
     # The same images in another batch, another order or another worker: the same draws.
@@ -214,7 +214,7 @@ def test_crops_depend_on_seed_epoch_and_image_alone() -> None:
 
 
 def test_a_resumed_epoch_skips_the_batches_it_trained_on() -> None:
-    from alexnet.data.resume import KeyedBatch, ResumableBatches
+    from alexnet.data.resumable_batches import KeyedBatch, ResumableBatches
     from alexnet.data.sampling import EpochOrder
 
     def batches(skip: int) -> list[list[int]]:

@@ -5,8 +5,9 @@ What makes a resumed run equal to an uninterrupted one:
 
 - the data of a step are a function of (seed, epoch, position) alone: the training order is drawn
   from (seed, epoch) (:mod:`alexnet.data.sampling`), each image's crop and reflection from
-  (seed, epoch, image) (:mod:`alexnet.data.resume`), whatever the workers did before; on resume
-  the batches of the interrupted epoch that were already trained on are skipped;
+  (seed, epoch, image) (:mod:`alexnet.data.resumable_batches`), whatever the workers did
+  before; on resume the batches of the interrupted epoch that were already trained on are
+  skipped;
 - the main process's random numbers (dropout, the PCA colour noise) are reseeded from
   (seed, step) before every step and every epoch, so that whatever else consumed random numbers
   in between (a loader created anew by the resumed process, a validation) changes nothing;

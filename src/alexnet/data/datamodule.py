@@ -32,7 +32,7 @@ from alexnet.data.loader import (
     release,
 )
 from alexnet.data.presets import Preset
-from alexnet.data.resume import ResumableBatches, resume_position
+from alexnet.data.resumable_batches import ResumableBatches, resume_position
 from alexnet.data.sampling import EpochOrder, GlobalBatchSampler, replica_of
 from alexnet.exits import DataError
 

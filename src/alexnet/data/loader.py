@@ -15,8 +15,8 @@ from torch import Tensor
 from torch.utils.data import Dataset, get_worker_info
 
 from alexnet.data import prepared
-from alexnet.data.resume import KeyedBatch
-from alexnet.data.resume import geometry as keyed_geometry
+from alexnet.data.resumable_batches import KeyedBatch
+from alexnet.data.resumable_batches import geometry as keyed_geometry
 
 CROP_MODES = ("random", "center", "none")
 
