@@ -60,7 +60,12 @@ from pathlib import Path
 from alexnet import exits
 from alexnet.benchmarks.arguments import positive_float
 from alexnet.device_check import carry, steps
-from alexnet.device_check.cifar10 import ArchiveError, check_archive, cifar10, extract_subset
+from alexnet.device_check.cifar10_studies import (
+    ArchiveError,
+    check_archive,
+    cifar10_studies,
+    extract_subset,
+)
 from alexnet.device_check.runner import PYTHON, ROOT, Check
 
 ARCHIVES = (ROOT.parent / "shared" / "data" / "cifar10-jpeg" / "CIFAR-10-images.tar.gz",
@@ -130,7 +135,7 @@ def main() -> None:
     if "two_columns" in only:  # before the studies, which take whatever budget is left
         steps.two_columns(check)
     if "cifar10" in only:
-        cifar10(check, tree)
+        cifar10_studies(check, tree)
     check.write()
     if args.smoke:
         shutil.rmtree(check.out / "work", ignore_errors=True)

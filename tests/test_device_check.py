@@ -133,7 +133,7 @@ def test_a_damaged_cifar_archive_stops_before_anything_runs(damage: str, prepare
 
 
 def test_an_undamaged_archive_is_counted_by_split(tmp_path: Path) -> None:
-    from alexnet.device_check.cifar10 import check_archive
+    from alexnet.device_check.cifar10_studies import check_archive
 
     assert check_archive(_archive(tmp_path / "a.tar.gz")) == {"train": 1, "test": 1}
 

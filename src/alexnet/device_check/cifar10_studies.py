@@ -78,7 +78,7 @@ def _jobs(prefix: str, command: list[str], seeds: list[int], arms: tuple[str, ..
             for s in seeds for arm in arms]
 
 
-def cifar10(check: Check, tree: Path | None) -> None:
+def cifar10_studies(check: Check, tree: Path | None) -> None:
     """Prepare the tree, run both studies side by side until the budget is spent, then report."""
     check.reserve(0)  # what the earlier steps were kept from is this step's
     if tree is None:
