@@ -91,10 +91,16 @@ def cifar10_studies(check: Check, tree: Path | None) -> None:
                        120)
     if record["status"] != "passed":
         return
-    name = "fig1_cifar10_jpeg" + ("_smoke" if check.smoke else "_gpu")
-    common = [PYTHON, "src/train.py", "-m", "experiment=study_fig1_cifar10_jpeg",
-              f"data.prepared_dir={prepared}", "data.root=null", f"study.name={name}",
-              f"paths.log_dir={work / 'logs'}"]
+    suffix = "_smoke" if check.smoke else "_gpu"
+    name, sec33_name = "fig1_cifar10_jpeg" + suffix, "sec33_60ep_jpeg" + suffix
+
+    def sweep_command(experiment: str, study_name: str) -> list[str]:
+        """A study preset's sweep on the prepared tree, under this check's name for it."""
+        return [PYTHON, "src/train.py", "-m", f"experiment={experiment}",
+                f"data.prepared_dir={prepared}", "data.root=null", f"study.name={study_name}",
+                f"paths.log_dir={work / 'logs'}"]
+
+    common = sweep_command("study_fig1_cifar10_jpeg", name)
     if check.smoke:
         common += ["trainer.max_epochs=1", "data.batch_size=40", "data.num_workers=0",
                    "study.lrs=[0.004]", "trainer.accelerator=cpu"]
@@ -104,11 +110,8 @@ def cifar10_studies(check: Check, tree: Path | None) -> None:
     fig1_arms, sec33_arms = (BASELINE_ARM, "tanh"), (BASELINE_ARM, "no_lrn")
     jobs = _jobs("", common, seeds, fig1_arms, check.smoke)
     # Sec. 3.3 beside it: the 11% net with and without normalisation, 50 + 5 + 5 epochs.
-    sec33_name = "sec33_60ep_jpeg" + ("_smoke" if check.smoke else "_gpu")
     # (the preset the CPU's runs of it use: the same settings, bf16 on both)
-    sec33 = [PYTHON, "src/train.py", "-m", "experiment=study_sec33_60ep_jpeg",
-             f"data.prepared_dir={prepared}", "data.root=null", f"study.name={sec33_name}",
-             f"paths.log_dir={work / 'logs'}"]
+    sec33 = sweep_command("study_sec33_60ep_jpeg", sec33_name)
     if check.smoke:
         sec33 += ["trainer.max_epochs=1", "scheduler.milestones=[1,2]", "data.batch_size=40",
                   "data.num_workers=0", "trainer.accelerator=cpu"]
