@@ -128,13 +128,13 @@ class FolderWalk:
 
     def _link(self, path: str) -> None:
         try:
-            os.path.realpath(path, strict=True)
+            real = os.path.realpath(path, strict=True)
         except OSError as err:
             if err.errno == errno.ELOOP:
                 raise DataError(f"{path} is a symbolic link loop (following it leads back to "
                                 f"it): remove it, or point it at an image") from None
             # a link to nothing: listed, and named by the writer among the unreadable files
-        real = os.path.realpath(path)
+            real = os.path.realpath(path)
         first = self.links.setdefault(real, path)
         if first != path:
             raise DataError(f"{path} and {first} link to the same file ({real}): one image "

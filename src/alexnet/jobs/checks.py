@@ -25,6 +25,10 @@ NUMBERS = ("model.dropout", "model.lrn_size", "model.lrn_alpha", "model.lrn_beta
            "data.val_fraction", "data.test_fraction")
 
 
+def _whole_number(value: Any, at_least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= at_least
+
+
 def config_problems(cfg: DictConfig) -> list[str]:
     """Cheap checks of values that would otherwise fail only once training has started (after
     the data are read and the network built): each problem as one line."""
@@ -52,7 +56,7 @@ def config_problems(cfg: DictConfig) -> list[str]:
         problems.append(f"trainer.max_epochs must be at least 1 (or -1 with trainer.max_steps), "
                         f"got {epochs}")
     every = cfg.get("nonfinite_every", 1)
-    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+    if not _whole_number(every, at_least=1):
         problems.append(f"nonfinite_every must be a whole number of steps >= 1, got {every!r}")
     if cfg.get("nonfinite", "stop") not in NONFINITE_MODES:
         problems.append(f"nonfinite must be one of {list(NONFINITE_MODES)}, got "
@@ -70,7 +74,7 @@ def eval_problems(cfg: DictConfig) -> list[str]:
     if not isinstance(cfg.get("ten_crop"), bool):
         problems.append(f"ten_crop must be true or false, got {cfg.get('ten_crop')!r}")
     size = cfg.get("batch_size")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+    if size is not None and not _whole_number(size, at_least=1):
         problems.append(f"batch_size must be a whole number >= 1 (or null: the training "
                         f"run's), got {size!r}")
     prepared = cfg.get("prepared_dir")
