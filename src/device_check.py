@@ -3,7 +3,7 @@ minutes of a lent GPU, into one folder of results to commit.
 
     python src/device_check.py --prepare    # here: the wheels and archive a device machine needs
     python src/device_check.py [--out DIR] [--budget SECONDS] [--cifar ARCHIVE] [--only STEPS]
-    python src/device_check.py --smoke      # every step, tiny, on the CPU: about 2 min on 2 cores
+    python src/device_check.py --smoke      # every step, tiny, on the CPU, side by side
 
 Steps, each a subprocess with its own log and time limit; a step that fails or runs out of time is
 recorded as such and the check goes on:
@@ -54,6 +54,8 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -123,19 +125,35 @@ def main() -> None:
     tree = None
     if archive is not None and {"input_pipeline", "cifar10"} & set(only):  # unpacked first
         tree = extract_subset(archive, check.work, *((20, 4) if args.smoke else (None, None)))
+    # Each part of the check, in the order a GPU runs them; each holds steps that depend on one
+    # another (the resumed run after the cut one, the studies' reports after their runs).
+    parts: list[Callable[[], None]] = []
     if "gpu_tests" in only and not args.smoke:
-        check.run("gpu_tests", [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                                "-n", "4", "-rs", *steps.GPU_TESTS], 120)
+        parts.append(lambda: check.run("gpu_tests", [
+            PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "4", "-rs",
+            *steps.GPU_TESTS], 120))
     if "benchmark" in only:
-        steps.benchmarks(check)
+        parts.append(lambda: steps.benchmarks(check))
     if "input_pipeline" in only:
-        steps.input_pipeline(check, None if tree is None else steps.flat_images(tree, check))
+        parts.append(lambda: steps.input_pipeline(
+            check, None if tree is None else steps.flat_images(tree, check)))
     if "resume" in only:
-        steps.resume(check)
+        parts.append(lambda: steps.resume(check))
     if "two_columns" in only:  # before the studies, which take whatever budget is left
-        steps.two_columns(check)
+        parts.append(lambda: steps.two_columns(check))
     if "cifar10" in only:
-        cifar10_studies(check, tree)
+        parts.append(lambda: cifar10_studies(check, tree))
+    if args.smoke:
+        # Side by side, longest first (the studies, resume, the two columns): --smoke measures
+        # nothing, and most of each step is its processes' imports, which other cores shorten.
+        # On a GPU one after the other, so that no figure is measured beside another step's work.
+        at_once = max(2, (os.cpu_count() or 2) // 2)
+        with ThreadPoolExecutor(max_workers=at_once) as pool:
+            for done in [pool.submit(part) for part in reversed(parts)]:
+                done.result()
+    else:
+        for part in parts:
+            part()
     check.write()
     if args.smoke:
         shutil.rmtree(check.out / "work", ignore_errors=True)

@@ -16,7 +16,7 @@ os.environ["ALEXNET_CPU_FLAGS"] = ""
 
 
 # The files that take longest, longest first (seconds of one worker, measured on a 2-core VM with
-# --durations: device_check's --smoke alone about 170, parallel's layouts about 150). xdist's
+# --durations: device_check's --smoke alone about 100, parallel's layouts about 150). xdist's
 # loadfile hands each worker whole files in collection order (pyproject: --no-loadscope-reorder;
 # its default order, most tests first, put these few-test files last, where one ran alone for
 # minutes while the other worker idled). The rest keep their order after them.

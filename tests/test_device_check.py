@@ -39,10 +39,14 @@ def test_smoke_runs_every_step(tmp_path: Path) -> None:
     assert expected <= set(steps)
     for name, step in steps.items():
         assert step["status"] == "passed" or step["status"].startswith("skipped") or (
-            name == "resume_whole_and_cut" and step["exits"] == ["0", "143"]) or (
             name == "cifar10_runs" and all(part.endswith("passed")
                                            for part in step["status"].split("; "))), (name, step)
     assert steps["benchmark"]["figures"]["fast"]["img_per_s"] > 0
+    assert steps["resume_whole_and_cut"]["exits"] == ["0", "143"]  # as expected: passed
+    # --smoke runs its parts side by side: some step starts before another has ended.
+    spans = sorted((s["started_s"], s["started_s"] + s["seconds"]) for s in steps.values()
+                   if "started_s" in s)
+    assert any(later < end for i, (_, end) in enumerate(spans) for later, _ in spans[i + 1:]), spans
     resumed = steps["resume"]["figures"]["resume"]
     assert resumed["metrics_identical"] and resumed["max_relative_weight_difference"] == 0.0
     # The two columns as two processes of one machine, over gloo on the CPU; NCCL needs a GPU.
@@ -172,3 +176,20 @@ def test_a_reserved_share_is_kept_from_the_earlier_steps(tmp_path: Path) -> None
     assert check.left() > 20
     assert json.loads((tmp_path / "check" / "results.json").read_text())["steps"]["early"][
         "status"].startswith("out of time")
+
+
+def test_steps_side_by_side_pass_on_the_statuses_they_expect(tmp_path: Path) -> None:
+    """A step of several processes passes when each exits as expected (resume's cut run stops by
+    SIGTERM: 143), and fails, naming every status, when one does not."""
+    from alexnet.device_check.runner import Check
+
+    check = Check(tmp_path / "check", budget=60, smoke=True)
+
+    def exiting(code: int) -> list[str]:
+        return [sys.executable, "-c", f"raise SystemExit({code})"]
+
+    assert check.run_together("as_expected", [exiting(0), exiting(143)], 30,
+                              expect=[0, 143])["status"] == "passed"
+    other = check.run_together("not_as_expected", [exiting(0), exiting(1)], 30, expect=[0, 143])
+    assert other["status"] == "failed (exit 0, 1)" and other["exits"] == ["0", "1"]
+    assert check.run_together("all_zero", [exiting(0), exiting(0)], 30)["status"] == "passed"

@@ -15,7 +15,7 @@ import time
 import zlib
 from pathlib import Path
 
-from alexnet.device_check.runner import PYTHON, ROOT, Check, step_env
+from alexnet.device_check.runner import PYTHON, ROOT, Check
 from alexnet.names import BASELINE_ARM
 
 
@@ -124,7 +124,7 @@ def cifar10_studies(check: Check, tree: Path | None) -> None:
     for job, args in jobs:  # side by side on the one GPU: the net is small
         log = open(check.out / "logs" / f"cifar10_{job}.log", "w")
         procs.append((job, log, subprocess.Popen(args, cwd=ROOT, stdout=log,
-                                                 stderr=subprocess.STDOUT, env=step_env(),
+                                                 stderr=subprocess.STDOUT, env=check.env(),
                                                  start_new_session=True)))
     statuses = {}
     for job, log, proc in procs:
@@ -141,7 +141,8 @@ def cifar10_studies(check: Check, tree: Path | None) -> None:
         log.close()
     check.record("cifar10_runs", {
         "status": "; ".join(f"{j}: {s}" for j, s in statuses.items()),
-        "seconds": round(time.monotonic() - started, 1), "studies": [name, sec33_name]})
+        "started_s": check.since(started), "seconds": round(time.monotonic() - started, 1),
+        "studies": [name, sec33_name]})
     for study, step in ((name, "cifar10_fig1"), (sec33_name, "cifar10_sec33")):
         sweep, studies = work / "logs" / "study" / study, check.out / "studies" / study
         report = check.run(f"{step}_report", [PYTHON, "ablations/report.py", str(sweep)], 60)

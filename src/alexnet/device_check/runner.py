@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -42,8 +43,10 @@ class Check:
 
     def __init__(self, out: Path, budget: float, smoke: bool, pack_to: Path | None = None) -> None:
         self.out, self.smoke, self.pack_to = out, smoke, pack_to
-        self.deadline = time.monotonic() + budget
+        self.began = time.monotonic()
+        self.deadline = self.began + budget
         self.reserved = 0.0  # seconds at the budget's end that only a later step may spend
+        self.lock = threading.Lock()  # --smoke runs steps side by side (device_check.main)
         self.results: dict[str, Any] = {"smoke": smoke, "started": datetime.now().isoformat(
             timespec="seconds"), "budget_s": budget, "steps": {}}
         (out / "logs").mkdir(parents=True, exist_ok=True)
@@ -53,6 +56,11 @@ class Check:
         """Scratch space of the steps (data, checkpoints): inside the results folder for
         ``--smoke`` (removed at the end), else ``logs/device_check`` of the repository."""
         return self.out / "work" if self.smoke else ROOT / "logs" / "device_check"
+
+    def since(self, started: float) -> float:
+        """When a step that began at ``started`` (``time.monotonic()``) began, in seconds into
+        the check: --smoke's steps overlap, and the record shows how."""
+        return round(started - self.began, 1)
 
     def left(self) -> float:
         """Seconds the step in progress may still spend."""
@@ -64,9 +72,15 @@ class Check:
 
     def record(self, name: str, record: dict[str, Any]) -> dict[str, Any]:
         """Keep a step's record and write everything out again."""
-        self.results["steps"][name] = record
-        self.write()
+        with self.lock:
+            self.results["steps"][name] = record
+            self.write()
         return record
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """A step's environment; in ``--smoke``, whose steps run side by side, one intra-op
+        thread each (several processes each spinning a thread per core slow them all)."""
+        return step_env(**{**({"OMP_NUM_THREADS": "1"} if self.smoke else {}), **extra})
 
     def run(self, name: str, args: list[str], limit: float, **extra: Any) -> dict[str, Any]:
         """Run ``args`` (from the repository root) for at most ``limit`` seconds of the budget."""
@@ -76,29 +90,33 @@ class Check:
         with open(log, "w") as f:
             try:
                 rc = subprocess.run(args, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
-                                    env=step_env(), timeout=limit).returncode
+                                    env=self.env(), timeout=limit).returncode
                 status = "passed" if rc == 0 else f"failed (exit {rc})"
             except subprocess.TimeoutExpired:
                 status = f"out of time after {limit:.0f} s"
-        record = {"status": status, "seconds": round(time.monotonic() - started, 1),
-                  "command": _shown(args), "log": str(log.relative_to(self.out)), **extra}
+        record = {"status": status, "started_s": self.since(started),
+                  "seconds": round(time.monotonic() - started, 1), "command": _shown(args),
+                  "log": str(log.relative_to(self.out)), **extra}
         print(f"{name}: {status} in {record['seconds']} s", flush=True)
         return self.record(name, record)
 
     def run_together(self, name: str, commands: list[list[str]], limit: float,
-                     **extra: Any) -> dict[str, Any]:
+                     expect: list[int] | None = None, **extra: Any) -> dict[str, Any]:
         """Run ``commands`` side by side (one log each) for at most ``limit`` seconds of the
-        budget; passed when every one exits 0 (``exits``: each one's status, or ``stopped``)."""
+        budget; passed when each exits with its status of ``expect`` (default: all 0;
+        ``exits``: each one's status, or ``stopped``)."""
+        expected = [str(code) for code in expect or [0] * len(commands)]
         limit = max(1.0, min(limit, self.left()))
         started = time.monotonic()
         deadline = started + limit
         logs = [self.out / "logs" / f"{name}.{i}.log" for i in range(len(commands))]
         files = [open(log, "w") for log in logs]
         procs = [subprocess.Popen(args, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
-                                  env=step_env(OMP_NUM_THREADS="1"), start_new_session=True)
+                                  env=self.env(OMP_NUM_THREADS="1"), start_new_session=True)
                  for args, f in zip(commands, files, strict=True)]
         while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
-            if any(p.returncode not in (None, 0) for p in procs):
+            if any(p.returncode not in (None, int(e))
+                   for p, e in zip(procs, expected, strict=True)):
                 # A peer that died leaves the others waiting in a collective until the backend's
                 # own timeout (many minutes): give them a few seconds to fail too, no more.
                 deadline = min(deadline, time.monotonic() + 15)
@@ -115,14 +133,15 @@ class Check:
         for f in files:
             f.close()
         codes = ["stopped" if i in stopped else str(p.returncode) for i, p in enumerate(procs)]
-        if all(e == "0" for e in codes):
+        if codes == expected:
             status = "passed"
-        elif all(e in ("0", "stopped") for e in codes):
+        elif all(c in (e, "stopped") for c, e in zip(codes, expected, strict=True)):
             status = f"out of time after {limit:.0f} s"
         else:
             status = f"failed (exit {', '.join(codes)})"
-        record = {"status": status, "seconds": round(time.monotonic() - started, 1),
-                  "exits": codes, "commands": [_shown(args) for args in commands],
+        record = {"status": status, "started_s": self.since(started),
+                  "seconds": round(time.monotonic() - started, 1), "exits": codes,
+                  "commands": [_shown(args) for args in commands],
                   "logs": [str(log.relative_to(self.out)) for log in logs], **extra}
         print(f"{name}: {status} in {record['seconds']} s", flush=True)
         return self.record(name, record)
