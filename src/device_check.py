@@ -68,10 +68,11 @@ from alexnet.device_check.cifar10_studies import (
     cifar10_studies,
     extract_subset,
 )
-from alexnet.device_check.runner import PYTHON, ROOT, Check
+from alexnet.device_check.runner import PYTHON, Check
+from alexnet.provenance import REPO_ROOT
 
-ARCHIVES = (ROOT.parent / "shared" / "data" / "cifar10-jpeg" / "CIFAR-10-images.tar.gz",
-            ROOT / carry.ARCHIVE)
+ARCHIVES = (REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg" / "CIFAR-10-images.tar.gz",
+            REPO_ROOT / carry.ARCHIVE)
 # The steps --only takes, named as results.json records them.
 STEPS = ("gpu_tests", "benchmark", "input_pipeline", "resume", "two_columns", "cifar10")
 CIFAR10_SHARE = 0.35  # of the budget, kept for the CIFAR-10 studies when they are run
@@ -113,7 +114,7 @@ def main() -> None:
                   "be skipped there", file=sys.stderr)
         return
     pack_to = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
-    out = args.out or ROOT / "logs" / "device_check" / datetime.now().strftime(
+    out = args.out or REPO_ROOT / "logs" / "device_check" / datetime.now().strftime(
         "device_check_%Y%m%d-%H%M%S")
     check = Check(out, args.budget or (900 if args.smoke else 470), args.smoke, pack_to=pack_to)
     steps.environment(check)

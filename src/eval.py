@@ -1,11 +1,10 @@
 """Evaluate a checkpoint: ``python src/eval.py ckpt_path=PATH [ten_crop=true]`` (conf/eval.yaml)."""
 
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig
 
 from alexnet.exits import reports_user_errors, run_command
+from alexnet.provenance import REPO_ROOT
 from alexnet.resolvers import register_resolvers
 
 register_resolvers()  # before Hydra composes the config
@@ -20,4 +19,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    run_command(main, Path(__file__).resolve().parents[1] / "conf")
+    run_command(main, REPO_ROOT / "conf")

@@ -27,8 +27,7 @@ from alexnet.analysis.fig1_figure import FIG1_FILE, fig1_curves, fig1_record, pl
 from alexnet.analysis.figure_dir import check_out, file_record, write_figure_dir
 from alexnet.exits import DataError, UserError
 from alexnet.names import VAL_TOP1
-
-ROOT = Path(__file__).resolve().parents[1]
+from alexnet.provenance import REPO_ROOT
 
 
 def _indices(text: str) -> list[int]:
@@ -110,7 +109,8 @@ def make(args: argparse.Namespace) -> tuple[dict, dict, dict]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    out = args.out or ROOT / "logs" / "figures" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+    out = args.out or REPO_ROOT / "logs" / "figures" / datetime.now().strftime(
+        "%Y-%m-%d_%H-%M-%S-%f")
     try:
         check_out(out)
         pngs, inputs, measured = make(args)

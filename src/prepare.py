@@ -6,7 +6,6 @@ resumes when started again with the same arguments.
 """
 
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -21,6 +20,7 @@ from alexnet.exits import (
     reports_user_errors,
     run_command,
 )
+from alexnet.provenance import REPO_ROOT
 from alexnet.resolvers import register_resolvers
 
 register_resolvers()  # before Hydra composes the config
@@ -73,4 +73,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    run_command(main, Path(__file__).resolve().parents[1] / "conf")
+    run_command(main, REPO_ROOT / "conf")

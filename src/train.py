@@ -1,12 +1,11 @@
 """Train a network: ``python src/train.py [overrides]`` (see conf/train.yaml)."""
 
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig
 
 from alexnet.exits import reports_user_errors, run_command
 from alexnet.names import VAL_TOP1
+from alexnet.provenance import REPO_ROOT
 from alexnet.resolvers import register_resolvers
 
 register_resolvers()  # before Hydra composes the config
@@ -22,4 +21,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    run_command(main, Path(__file__).resolve().parents[1] / "conf")
+    run_command(main, REPO_ROOT / "conf")

@@ -3,7 +3,8 @@
 The package, layer by layer (each imports only from the layers above it):
 
 - ``names``, ``exits``, ``provenance``: the metric and arm names, the exit statuses with the
-  policy that maps what went wrong to them, and the commit a result came from;
+  policy that maps what went wrong to them, and where the repository is and the commit a result
+  came from;
 - ``run_record``, ``claims``: summary.json read back (one reader for training, callbacks and
   analysis alike), and the paper's claims (``ablations/claims.yaml``);
 - ``models``: the networks (torch only), and conv1's kernels as Fig. 3 shows them;

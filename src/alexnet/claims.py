@@ -17,8 +17,9 @@ import yaml
 
 from alexnet.exits import UserError
 from alexnet.names import VAL_TOP1
+from alexnet.provenance import REPO_ROOT
 
-CLAIMS_FILE = Path(__file__).resolve().parents[2] / "ablations" / "claims.yaml"
+CLAIMS_FILE = REPO_ROOT / "ablations" / "claims.yaml"
 HEADLINE_KEY = "headline"
 IMAGENET_CLASSES = 1000
 RESTORE = "restore it: git checkout -- ablations/claims.yaml"

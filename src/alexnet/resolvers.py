@@ -5,16 +5,15 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from omegaconf import OmegaConf
 
-# The directory above src/: outputs and data land there whatever the working directory is.
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from alexnet.provenance import REPO_ROOT
 
 
 def repo_root() -> str:
-    """``${repo_root:}``: ``$ALEXNET_ROOT`` where set, else the directory above ``src/``."""
+    """``${repo_root:}``: ``$ALEXNET_ROOT`` where set, else the directory above ``src/``: outputs
+    and data land there whatever the working directory is."""
     return os.environ.get("ALEXNET_ROOT") or str(REPO_ROOT)
 
 

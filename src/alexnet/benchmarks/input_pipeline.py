@@ -4,6 +4,7 @@ against torchvision's ImageFolder + PIL over the same JPEGs, and the tree both r
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterable
@@ -11,8 +12,13 @@ from pathlib import Path
 
 import torch
 
+from alexnet.benchmarks import hardware
+from alexnet.data import preparation, writer
+from alexnet.data.datamodule import PreparedDataModule
 from alexnet.data.images import is_image_file
-from alexnet.exits import UserError
+from alexnet.exits import DataError, UserError
+
+Rows = list[tuple[str, tuple[float, float]]]  # (pipeline, (images/s, CPU ms per image))
 
 
 def build_image_folder(images: Path, out: Path, count: int | None) -> int:
@@ -77,3 +83,65 @@ def torchvision_loader(folder: Path, batch_size: int, workers: int) -> torch.uti
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True,
                                        num_workers=workers, drop_last=True,
                                        persistent_workers=workers > 0)
+
+
+def users_paths(text: str, tree: Path, images: Path) -> str:
+    """``text`` with each image named by the user's file, not by its copy in the work tree."""
+    text = re.sub(re.escape(str(tree)) + r"/[^/]+/[^/]+/", f"{images}/", text)
+    return text.replace(str(tree), str(images))
+
+
+def compare(images: Path, work: Path, *, count: int | None, workers: int,
+            prepare_workers: int | None, batch_size: int, seconds: float,
+            say: Callable[[str], None] = print) -> Rows:
+    """Both pipelines over the JPEGs of ``images`` (copied into ``work``), each timed for
+    ``seconds``: torchvision's first, the row every ratio is against. ``say`` gets what is found
+    on the way (the prepare's rate, each image skipped as undecodable). Raises UserError."""
+    tree, prepared_dir = work / "images", work / "prepared"
+    shutil.rmtree(tree, ignore_errors=True)
+    shutil.rmtree(prepared_dir, ignore_errors=True)
+    found = build_image_folder(images, tree, count)
+    for path in tree.rglob("*"):  # into the page cache, for both pipelines alike
+        if path.is_file():
+            path.read_bytes()
+    say(f"{found} JPEGs from {images}; {os.cpu_count()} CPUs: {hardware.cpu_model()}; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    try:
+        job = preparation.plan("imagefolder", tree, prepared_dir, 256)
+        result = writer.write(job, workers=prepare_workers, progress=False)
+    except DataError as err:  # none of the images decodes, one class only: nothing to time
+        raise UserError(users_paths(" ".join(str(err).split()), tree, images)) from None
+    say(f"prepare: {result.images} images (train and val) in {result.seconds:.1f} s = "
+        f"{result.images / result.seconds:.0f} images/s with {result.workers} processes")
+    # What the prepare skipped as undecodable, the baseline would stop on: both pipelines read
+    # the images that decode, and each skipped file is named.
+    skipped = {Path(f["path"]).name: f["error"] for f in result.skipped}
+    for name, error in sorted(skipped.items()):
+        say(f"skipped {images / name}, which cannot be decoded: "
+            f"{users_paths(error, tree, images)}")
+        for copy in tree.glob(f"*/*/{name}"):
+            copy.unlink()
+            if not any(copy.parent.iterdir()):  # a class left without images
+                copy.parent.rmdir()
+
+    baseline = measure(torchvision_loader(tree / "train", batch_size, workers),
+                       lambda b: len(b[1]), seconds)
+    data = PreparedDataModule(str(prepared_dir), source="imagefolder", batch_size=batch_size,
+                              num_workers=workers, pin_memory=False)
+    data.setup("fit")
+    loader, preset = data.train_dataloader(), data.train_preset
+    loader_only = measure(loader, lambda b: len(b[1]), seconds)
+    on_cpu = measure(loader, lambda b: len(data.network_input(b, preset)[1]), seconds)
+    rows = [("torchvision ImageFolder + PIL", baseline),
+            ("ours, CPU only (loader + preset on CPU)", on_cpu),
+            ("ours, loader only (a GPU runs the preset)", loader_only)]
+    if torch.cuda.is_available():
+        def on_gpu(batch: tuple) -> int:
+            images, labels, geometry = batch
+            x, _ = data.network_input((images.cuda(), labels.cuda(), geometry), preset,
+                                      sent=images)
+            torch.cuda.synchronize()
+            return len(x)
+
+        rows.append(("ours, preset on the GPU", measure(loader, on_gpu, seconds)))
+    return rows

@@ -87,7 +87,7 @@ def _rgb(hue: float, saturation: float, value: float) -> np.ndarray:
     return np.array(colorsys.hsv_to_rgb(hue % 1.0, saturation, value))
 
 
-def render(
+def draw_image(
     shape: str, texture: str, hue: float, size: int, rng: np.random.Generator
 ) -> np.ndarray:
     """Draw one (size, size, 3) uint8 image of the given class."""
@@ -147,7 +147,7 @@ class SyntheticImages:
         images = np.empty((stop - start, size, size, 3), dtype=np.uint8)
         for row in range(start, stop):
             rng = np.random.default_rng((self.seed, self.split_index, row))
-            images[row - start] = render(*self.table[self.labels[row]], size, rng)
+            images[row - start] = draw_image(*self.table[self.labels[row]], size, rng)
         return images, []
 
     def describe(self, row: int) -> str:

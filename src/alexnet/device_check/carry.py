@@ -21,7 +21,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from alexnet.device_check.runner import ROOT
+from alexnet.provenance import REPO_ROOT
 
 # The project's dependencies (pyproject.toml) that the device image holds, as its package list
 # gives them (the device tool's KINDS.md, read 2026-11-17; its torch was 2.11, Python 3.12) ...
@@ -61,7 +61,7 @@ def make_wheels(target: Path) -> list[Path]:
     return wheels
 
 
-def prepare(archive: Path | None, root: Path = ROOT) -> dict[str, object]:
+def prepare(archive: Path | None, root: Path = REPO_ROOT) -> dict[str, object]:
     """Make the carried paths under ``root`` and return what to pass to the device tool."""
     wheels = make_wheels(root / WHEELS)
     carried = [WHEELS]

@@ -15,8 +15,9 @@ import time
 import zlib
 from pathlib import Path
 
-from alexnet.device_check.runner import PYTHON, ROOT, Check
+from alexnet.device_check.runner import PYTHON, Check
 from alexnet.names import BASELINE_ARM
+from alexnet.provenance import REPO_ROOT
 
 
 class ArchiveError(ValueError):
@@ -123,7 +124,7 @@ def cifar10_studies(check: Check, tree: Path | None) -> None:
     procs = []
     for job, args in jobs:  # side by side on the one GPU: the net is small
         log = open(check.out / "logs" / f"cifar10_{job}.log", "w")
-        procs.append((job, log, subprocess.Popen(args, cwd=ROOT, stdout=log,
+        procs.append((job, log, subprocess.Popen(args, cwd=REPO_ROOT, stdout=log,
                                                  stderr=subprocess.STDOUT, env=check.env(),
                                                  start_new_session=True)))
     statuses = {}

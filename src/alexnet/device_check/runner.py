@@ -21,7 +21,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[3]
+from alexnet.provenance import REPO_ROOT
+
 PYTHON = sys.executable
 ARCHIVE_NAME = "device_check.tar.gz"
 
@@ -29,7 +30,8 @@ ARCHIVE_NAME = "device_check.tar.gz"
 def step_env(**extra: str) -> dict[str, str]:
     """The environment of a step: the project's ``src`` first on the path, and whatever path the
     caller had after it (on a device machine, the packages installed from carried wheels)."""
-    path = [str(ROOT / "src"), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    path = [str(REPO_ROOT / "src"),
+            *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(path), "WANDB_SILENT": "true", **extra}
 
 
@@ -55,7 +57,7 @@ class Check:
     def work(self) -> Path:
         """Scratch space of the steps (data, checkpoints): inside the results folder for
         ``--smoke`` (removed at the end), else ``logs/device_check`` of the repository."""
-        return self.out / "work" if self.smoke else ROOT / "logs" / "device_check"
+        return self.out / "work" if self.smoke else REPO_ROOT / "logs" / "device_check"
 
     def since(self, started: float) -> float:
         """When a step that began at ``started`` (``time.monotonic()``) began, in seconds into
@@ -89,7 +91,7 @@ class Check:
         log = self.out / "logs" / f"{name}.log"
         with open(log, "w") as f:
             try:
-                rc = subprocess.run(args, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
+                rc = subprocess.run(args, cwd=REPO_ROOT, stdout=f, stderr=subprocess.STDOUT,
                                     env=self.env(), timeout=limit).returncode
                 status = "passed" if rc == 0 else f"failed (exit {rc})"
             except subprocess.TimeoutExpired:
@@ -111,7 +113,7 @@ class Check:
         deadline = started + limit
         logs = [self.out / "logs" / f"{name}.{i}.log" for i in range(len(commands))]
         files = [open(log, "w") for log in logs]
-        procs = [subprocess.Popen(args, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
+        procs = [subprocess.Popen(args, cwd=REPO_ROOT, stdout=f, stderr=subprocess.STDOUT,
                                   env=self.env(OMP_NUM_THREADS="1"), start_new_session=True)
                  for args, f in zip(commands, files, strict=True)]
         while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
@@ -148,7 +150,7 @@ class Check:
 
     def write(self) -> None:
         (self.out / "results.json").write_text(json.dumps(self.results, indent=2) + "\n")
-        (self.out / "README.md").write_text(render(self.results))
+        (self.out / "README.md").write_text(render_readme(self.results))
         if self.pack_to is not None:
             pack(self.out, self.pack_to)
 
@@ -168,7 +170,7 @@ def pack(out: Path, to: Path) -> Path:
     return to / ARCHIVE_NAME
 
 
-def render(results: dict[str, Any]) -> str:
+def render_readme(results: dict[str, Any]) -> str:
     """The record as a short markdown table, one row per step."""
     env = results.get("environment") or {}
     smoke = " (smoke: tiny sizes on the CPU, not a measurement)" if results["smoke"] else ""
