@@ -79,6 +79,13 @@ def _save(path: Path, obj: object) -> None:
     torch.save(obj, path)
 
 
+def _own_folder(folder: Path) -> None:
+    """A folder of the user's own files, which no command may remove, beside images to prepare."""
+    write_image_classes(folder.parent, {"cat": 4, "dog": 4})
+    (folder / "sub").mkdir(parents=True)
+    (folder / "thesis.txt").write_text("precious\n")
+
+
 def _tiny_checkpoint(tmp: Path, data_dir: Path, name: str, nan_in: str | None = None) -> None:
     """A checkpoint of the tiny net as src/train.py writes one, with NaN in one tensor if asked."""
     from hydra.utils import instantiate
@@ -115,6 +122,20 @@ CASES = [
          "error: invalid configuration: data.mean has no value (???): give data.mean=VALUE", 2),
     Case("prepare_interpolation_of_nothing", "prepare", ["data=imagefolder", "data.root=${{nope}}"],
          "error: invalid configuration: data.root: Interpolation key 'nope' not found", 2),
+    # A prepared_dir is only ever replaced when it holds a prepared dataset: never the user's
+    # own folder (the images themselves, say), force or not, nor a file.
+    *[Case(f"prepared_dir_holds_other_files{'_force' if force else ''}", "prepare",
+           ["data=imagefolder", "data.root={tmp}/images", "data.prepared_dir={tmp}/mine",
+            *(["force=true"] if force else [])],
+           "error: {tmp}/mine is not a prepared dataset (it holds 'sub' and 1 more): choose a "
+           "new or empty folder for data.prepared_dir (nothing was changed)", 2,
+           setup=lambda tmp, d: _own_folder(tmp / "mine")) for force in (False, True)],
+    Case("prepared_dir_is_a_file", "prepare",
+         ["data=imagefolder", "data.root={tmp}/images", "data.prepared_dir={tmp}/notes.txt"],
+         "error: {tmp}/notes.txt is a file, not a folder: choose a new or empty folder for "
+         "data.prepared_dir (nothing was changed)", 2,
+         setup=lambda tmp, d: (write_image_classes(tmp, {"cat": 4, "dog": 4}),
+                               (tmp / "notes.txt").write_text("mine\n"))),
     Case("eval_without_checkpoint", "eval", [],
          "error: no checkpoint given: python src/eval.py ckpt_path=PATH/TO/FILE.ckpt", 2),
     # -- checkpoints ---------------------------------------------------------------------------
@@ -328,6 +349,11 @@ def test_bad_input(case: Case, tmp_path: Path, data_dir: Path, capsys: pytest.Ca
     assert stopped.value.code == case.code
     assert "Traceback" not in captured.err
     _assert_nothing_looks_like_a_result(tmp, out, case)
+    if case.id.startswith("prepared_dir_"):  # the user's files are where they were, alone
+        kept = ["images", "notes.txt" if case.id.endswith("a_file") else "mine"]
+        assert sorted(p.name for p in tmp.iterdir() if p.name != "logs") == kept
+        if "mine" in kept:
+            assert sorted(p.name for p in (tmp / "mine").iterdir()) == ["sub", "thesis.txt"]
 
 
 def _assert_nothing_looks_like_a_result(tmp: Path, out: Path, case: Case) -> None:

@@ -63,6 +63,7 @@ def existing(
     do); None if it must be written. DataError if it holds something else and ``force`` is off,
     rather than replacing a dataset that took hours to prepare."""
     prepared_dir = Path(prepared_dir)
+    prepared.check_replaceable(prepared_dir)  # before hours of work that it would refuse after
     wanted = str(sources.check_root(root, source))
     if force or not prepared.is_prepared(prepared_dir):
         return None

@@ -315,8 +315,34 @@ def complete(
     return stats
 
 
+# The files a prepared dataset's folder holds (and a write's bookkeeping, which a kill can leave).
+_OWN_FILE = re.compile(r"(stats\.json|mean_image\.npy|(train|val|test)_(images|labels)\.npy"
+                       r"|plan\.json|progress\.npz)")
+
+
+def check_replaceable(root: str | os.PathLike) -> None:
+    """DataError unless ``root`` is absent, an empty folder, or a prepared dataset (of any
+    version, damaged or not): a prepared_dir that names a file, or a folder of other things (the
+    images themselves, the user's own files), is never replaced."""
+    root = Path(root)
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise DataError(f"{root} is a file, not a folder: choose a new or empty folder for "
+                        "data.prepared_dir (nothing was changed)")
+    if (root / STATS_FILE).exists():
+        return
+    other = sorted(p.name for p in root.iterdir() if not _OWN_FILE.fullmatch(p.name))
+    if other:
+        more = f" and {len(other) - 1} more" if len(other) > 1 else ""
+        raise DataError(f"{root} is not a prepared dataset (it holds {other[0]!r}{more}): "
+                        "choose a new or empty folder for data.prepared_dir (nothing was changed)")
+
+
 def publish(work_dir: Path, root: Path) -> None:
-    """Move a complete ``work_dir`` to ``root`` by renaming, replacing what was there."""
+    """Move a complete ``work_dir`` to ``root`` by renaming, replacing what was there (only ever
+    a prepared dataset: :func:`check_replaceable`)."""
+    check_replaceable(root)
     if root.exists():
         old = root.with_name(f"{root.name}.old-{os.getpid()}")
         root.replace(old)

@@ -207,7 +207,9 @@ def generate(
 
 def prepare(root: str | Path, **generation: Any) -> dict:
     """The stats of the built-in dataset at ``root``, drawn first if it is missing, was written
-    by an older version of the format, or is damaged (it is a cache: drawn again, with a note)."""
+    by an older version of the format, or is damaged (it is a cache: drawn again, with a note).
+    A folder that holds something else is refused, not drawn over."""
+    prepared.check_replaceable(root)
     if prepared.is_prepared(root):
         try:
             if prepared.is_current(prepared.read_stats(root)):
