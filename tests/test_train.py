@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 
 from alexnet.analysis.network_figures import load_network
 from alexnet.jobs.train import train
+from alexnet.training.module import CLASSES_KEY
 
 METRICS = ("train/loss", "train/top1_err", "val/loss", "val/top1_err", "val/top5_err")
 
@@ -103,6 +104,21 @@ def test_short_run_checkpoints_and_eval_reads_them(tmp_path: Path, data_dir: Pat
     assert result.returncode == 0, result.stderr[-3000:]
     (again,) = find_summaries(tmp_path / "again" / "logs")
     assert again["final"]["test/top1_err"] == pytest.approx(summary["final"]["val/top1_err"])
+
+    # The checkpoint names its classes; a dataset of as many classes under other names is
+    # refused before it is measured (its weights would load, and its error mean nothing).
+    assert loaded.classes == data.class_names and len(set(loaded.classes)) == 10
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    checkpoint[CLASSES_KEY] = [*loaded.classes[:3], "ant", *loaded.classes[4:]]
+    torch.save(checkpoint, tmp_path / "renamed.ckpt")
+    result = run_entry_point("eval.py", [f"ckpt_path={tmp_path / 'renamed.ckpt'}"],
+                             tmp_path / "other", data_dir)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {data.root} has other classes than {tmp_path / 'renamed.ckpt'} was trained on "
+        f"(label 3 is {loaded.classes[3]!r} there, 'ant' in training): give the dataset it was "
+        "trained on")
+    assert not find_summaries(tmp_path / "other" / "logs")
 
 
 def test_seed_makes_runs_repeatable(tmp_path: Path, data_dir: Path) -> None:

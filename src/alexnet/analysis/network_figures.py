@@ -32,7 +32,12 @@ from alexnet.models.conv1_kernels import (
     first_conv,
     kernel_grid,
 )
-from alexnet.training.checkpoints import dataset_config, load_checkpoint
+from alexnet.training.checkpoints import (
+    check_classes,
+    dataset_config,
+    load_checkpoint,
+    trained_classes,
+)
 from alexnet.training.module import CONFIG_KEY
 
 FIG3_FILE, FIG4_FILE = "fig3_kernels.png", "fig4_neighbours.png"
@@ -45,6 +50,7 @@ class Loaded:
     path: Path
     net: nn.Module
     config: dict[str, Any]
+    classes: list[str] | None = None  # the class names it was trained on (trained_classes)
 
 
 def load_network(path: str | os.PathLike) -> Loaded:
@@ -65,7 +71,7 @@ def load_network(path: str | os.PathLike) -> Loaded:
         except RuntimeError as err:
             raise ValueError(f"the weights do not fit the network its configuration names "
                              f"({' '.join(str(err).split())[:200]})") from None
-    return Loaded(Path(path), net.eval(), config)
+    return Loaded(Path(path), net.eval(), config, trained_classes(checkpoint))
 
 
 # -- Fig. 3 --------------------------------------------------------------------------------------
@@ -159,6 +165,7 @@ def fig4(loaded: Loaded, images: list[int] | None = None, k: int = 6,
         datamodule = instantiate(dataset_config(OmegaConf.create(loaded.config), prepared_dir))
         datamodule.prepare_data()  # the built-in data are drawn again if their cache is gone
         datamodule.setup("validate")
+        check_classes(loaded.classes, datamodule.class_names, datamodule.root, loaded.path)
         root = datamodule.root
         val = PreparedImages(root, "val", crop_size=datamodule.crop_size, crop="center")
         train = PreparedImages(root, "train", crop_size=datamodule.crop_size, crop="center")

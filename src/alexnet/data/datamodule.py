@@ -201,6 +201,13 @@ class PreparedDataModule(L.LightningDataModule):
             self.stats = self.load_stats()
         return int(self.stats["num_classes"])
 
+    @property
+    def class_names(self) -> list[str]:
+        """The classes in label order, as the prepared dataset names them."""
+        if self.stats is None:
+            self.stats = self.load_stats()
+        return [str(name) for name in self.stats["classes"]]
+
     # -- loaders ---------------------------------------------------------------------------
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
         # batch_size is the global batch: each data-parallel replica reads its slice of every

@@ -17,8 +17,10 @@ from alexnet.jobs.checks import check_record_path, eval_problems
 from alexnet.training import parallel
 from alexnet.training.ablation import applied_ablations
 from alexnet.training.checkpoints import (
+    check_classes,
     dataset_config,
     load_checkpoint,
+    trained_classes,
 )
 from alexnet.training.module import CONFIG_KEY, ImageClassifier
 from alexnet.training.summary import build_summary, final_line, write_summary
@@ -46,6 +48,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         if cfg.get("batch_size") is not None:
             data_cfg.eval_batch_size = cfg.batch_size
         datamodule = build_data(data_cfg)
+        check_classes(trained_classes(checkpoint), datamodule.class_names, datamodule.root,
+                      cfg.ckpt_path)
         net = instantiate(train_cfg.model, num_classes=datamodule.num_classes)
         module = ImageClassifier(net, optimizer=torch.optim.SGD, num_classes=datamodule.num_classes)
         try:
@@ -55,6 +59,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                 f"{cfg.ckpt_path} does not fit the dataset or model it names: {one_line(err)}"
             ) from None
         module.run_config = OmegaConf.to_container(train_cfg, resolve=True)
+        module.class_names = datamodule.class_names
         history = MetricHistory()
         trainer = build_trainer(cfg, [history])
     trainer.test(module, datamodule=datamodule)

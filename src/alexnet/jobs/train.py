@@ -132,6 +132,7 @@ def build(cfg: DictConfig, out: Path, ablations: list[dict[str, Any]], resume: s
             **speed_options(cfg),  # channels_last, compile (alexnet/training/speed.py)
         )
         module.run_config = OmegaConf.to_container(cfg, resolve=True)
+        module.class_names = datamodule.class_names
         throughput, history = ImageThroughput(), MetricHistory()
         trainer = build_trainer(cfg, [throughput, history, guard])
         trainer.strategy.checkpoint_io = AtomicCheckpointIO()  # whole files or none

@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 
 from alexnet.data import registry
 from alexnet.exits import UserError
-from alexnet.training.module import CONFIG_KEY
+from alexnet.training.module import CLASSES_KEY, CONFIG_KEY
 
 LAST = "last.ckpt"  # the run's whole state, for ckpt_path=last
 
@@ -197,3 +197,26 @@ def dataset_config(train_cfg: DictConfig, prepared_dir: str | None = None) -> Di
                         "seed"):
                 data_cfg.pop(key, None)
     return data_cfg
+
+
+def trained_classes(checkpoint: dict[str, Any]) -> list[str] | None:
+    """The class names a checkpoint's network was trained on, in label order (None in
+    checkpoints written before they were kept)."""
+    names = checkpoint.get(CLASSES_KEY)
+    return None if names is None else [str(name) for name in names]
+
+
+def check_classes(trained: list[str] | None, classes: list[str], dataset: str | os.PathLike,
+                  path: str | os.PathLike) -> None:
+    """UserError when ``dataset``'s classes are not, label by label, those a checkpoint's network
+    was ``trained`` on (:func:`trained_classes`): with as many classes under other names (or in
+    another order) the weights load and its error measures nothing."""
+    if trained is None or list(trained) == list(classes):
+        return
+    if len(trained) != len(classes):
+        raise UserError(f"{dataset} has {len(classes)} classes, but {path} was trained on "
+                        f"{len(trained)}: give the dataset it was trained on")
+    label = next(i for i, (a, b) in enumerate(zip(trained, classes, strict=True)) if a != b)
+    raise UserError(f"{dataset} has other classes than {path} was trained on (label {label} is "
+                    f"{classes[label]!r} there, {trained[label]!r} in training): give the "
+                    "dataset it was trained on")

@@ -18,6 +18,8 @@ from alexnet.training.speed import check_compile, to_layout
 
 CONFIG_KEY = "alexnet_config"  # where a checkpoint keeps the resolved training configuration
 LAYOUT_KEY = "alexnet_parallel_layout"  # and the parallel layout that wrote it (parallel.describe)
+# and its dataset's class names in label order: eval and Fig. 4 refuse a dataset of other classes
+CLASSES_KEY = "alexnet_classes"
 
 
 class TopKError(MulticlassAccuracy):
@@ -83,10 +85,12 @@ class ImageClassifier(L.LightningModule):
     # by image (what the choice of the test images adds to a delta).
     test_correct: dict[str, list[Tensor]] | None = None
     parallel_layout: dict[str, Any] | None = None  # processes, replicas, columns (parallel.py)
+    class_names: list[str] | None = None  # the dataset's classes in label order (CLASSES_KEY)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CONFIG_KEY] = self.run_config
         checkpoint[LAYOUT_KEY] = self.parallel_layout
+        checkpoint[CLASSES_KEY] = self.class_names
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(to_layout(x, self.channels_last))
