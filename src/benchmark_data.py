@@ -58,6 +58,8 @@ def main() -> None:
                         help="timed seconds per pipeline")
     parser.add_argument("--keep", type=Path, default=None, help="work here and keep the files")
     args = parser.parse_args()
+    if args.images.is_file():
+        fail(f"{args.images} is a file: pass --images DIR, a folder of JPEGs")
     if not args.images.is_dir():
         fail(f"{args.images} does not exist: pass --images DIR of JPEGs")
 

@@ -98,8 +98,15 @@ def main() -> None:
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     if unknown := [s for s in only if s not in STEPS]:
         fail(f"--only: unknown step {unknown[0]!r}; the steps are {', '.join(STEPS)}")
+    if not only:
+        fail(f"--only names no step; the steps are {', '.join(STEPS)}")
+    if args.cifar is not None and args.cifar.is_dir():
+        fail(f"--cifar {args.cifar} is a folder: give the archive, CIFAR-10-images.tar.gz")
     if args.cifar is not None and not args.cifar.is_file():
         fail(f"--cifar {args.cifar} does not exist")
+    if args.out is not None and (args.out.is_file() or any(
+            p.exists() and not p.is_dir() for p in args.out.parents)):
+        fail(f"--out {args.out}: a file is in the way of that folder; choose another --out")
     archive = args.cifar or next((a for a in ARCHIVES if a.is_file()), None)
     if archive is not None and (args.prepare or {"input_pipeline", "cifar10"} & set(only)):
         try:  # before anything is written, and before a device's time is spent on it

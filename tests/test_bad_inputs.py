@@ -303,6 +303,12 @@ CASES = [
          "interrupted at epoch 0 step 1 -> {out}; resume with: python src/train.py "
          "ckpt_path={out}/checkpoints/last.ckpt", 128 + signal.SIGUSR1,
          env={"ALEXNET_SELF_SIGNAL": "USR1@1"}),
+    *[Case(f"self_signal_{name}", "train", [],
+           f"error: ALEXNET_SELF_SIGNAL={value}: expected SIGNAL@STEP, a signal's name and an "
+           "optimizer step >= 1 (TERM@5); it is a test hook: unset it", 2,
+           env={"ALEXNET_SELF_SIGNAL": value})
+      for name, value in (("misspelt", "TREM@2"), ("without_step", "TERM"),
+                          ("step_zero", "TERM@0"), ("not_a_signal", "SIG_DFL@1"))],
     Case("loss_diverges", "train", ["optimizer.lr=1e9", "test=false"],
          "diverged at epoch 0 step 1 (training loss nan) -> {out}", 3),
     # Read every 3 steps: the loss of step 1 is found at step 2, the third.

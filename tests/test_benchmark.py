@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import ROOT, SAMPLE
+from PIL import Image
 
 from alexnet.benchmarks.baselines import stock_net
 from alexnet.benchmarks.training_speed import autocast_dtype
@@ -163,21 +164,32 @@ def test_the_input_pipeline_benchmark_skips_and_names_what_cannot_be_decoded(
     assert "torchvision ImageFolder + PIL" in result.stdout and "1.0x" in result.stdout
 
 
-@pytest.mark.parametrize("content", ["nothing", "missing", "undecodable"])
+@pytest.mark.parametrize("content", ["nothing", "missing", "undecodable", "a_file",
+                                     "class_folders"])
 def test_the_input_pipeline_benchmark_without_an_image_it_can_read(content: str,
                                                                    tmp_path: Path) -> None:
     images = tmp_path / "images"
-    if content != "missing":
+    if content == "a_file":
+        Image.new("RGB", (8, 8)).save(images, format="JPEG")
+    elif content != "missing":
         images.mkdir()
     if content == "undecodable":  # two classes (the name's part before "_"), no image
         (images / "n0_a.JPEG").write_text("not an image\n")
         (images / "n1_b.JPEG").write_text("not an image either\n")
+    if content == "class_folders":  # an image folder's tree, not the flat folder it reads
+        for name in ("cat", "dog"):
+            (images / name).mkdir()
+            Image.new("RGB", (8, 8)).save(images / name / "0.jpg")
     result = _benchmark_data(images)
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line == {
         "nothing": f"error: no images in {images}",
         "missing": f"error: {images} does not exist: pass --images DIR of JPEGs",
+        "a_file": f"error: {images} is a file: pass --images DIR, a folder of JPEGs",
+        "class_folders": f"error: no images in {images} itself (2 in its subfolders): it reads "
+                         "one flat folder of images named <class>_<name>, as "
+                         "../shared/data/imagenet-sample",
         "undecodable": f"error: {images}: none of the train images could be decoded (first: "
                        f"{images}/n0_a.JPEG: UnidentifiedImageError: cannot identify image file "
                        f"'{images}/n0_a.JPEG')"}[content]

@@ -93,6 +93,27 @@ def test_only_some_steps_and_a_bad_step_name(tmp_path: Path) -> None:
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.parametrize(("args", "says"), [
+    (["--only", ","], "--only names no step; the steps are gpu_tests, benchmark, input_pipeline, "
+                      "resume, two_columns, cifar10"),
+    (["--cifar", "{tmp}"], "--cifar {tmp} is a folder: give the archive, CIFAR-10-images.tar.gz"),
+    (["--out", "{tmp}/a_file"], "--out {tmp}/a_file: a file is in the way of that folder; choose "
+                                "another --out"),
+    (["--out", "{tmp}/a_file/check"], "--out {tmp}/a_file/check: a file is in the way of that "
+                                      "folder; choose another --out"),
+], ids=["only_nothing", "cifar_a_folder", "out_a_file", "out_under_a_file"])
+def test_a_mistaken_path_or_step_list_stops_before_anything_runs(
+        args: list[str], says: str, tmp_path: Path) -> None:
+    (tmp_path / "a_file").write_text("mine\n")
+    result = subprocess.run([sys.executable, str(ROOT / "src" / "device_check.py"), "--smoke",
+                             *[a.format(tmp=tmp_path) for a in args]], capture_output=True,
+                            text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: {says.format(tmp=tmp_path)}"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+    assert (tmp_path / "a_file").read_text() == "mine\n"
+
+
 def _archive(path: Path, tree: str = "CIFAR-10-images/{split}/cat") -> Path:
     """A tar.gz of the JPEG tree's shape: one image of one class in each split."""
     with tarfile.open(path, "w:gz") as tar:

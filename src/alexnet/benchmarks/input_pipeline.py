@@ -27,7 +27,10 @@ def build_image_folder(images: Path, out: Path, count: int | None) -> int:
     since preparation refuses one file reached from two splits through links."""
     files = sorted(p for p in images.iterdir() if is_image_file(p.name))[:count]
     if not files:
-        raise UserError(f"no images in {images}")
+        deeper = sum(1 for p in images.rglob("*") if is_image_file(p.name))
+        raise UserError(f"no images in {images}" + (
+            f" itself ({deeper} in its subfolders): it reads one flat folder of images named "
+            "<class>_<name>, as ../shared/data/imagenet-sample" if deeper else ""))
     for split in ("train", "val"):
         for path in files:
             folder = out / split / path.name.split("_")[0]

@@ -11,6 +11,7 @@ from typing import Any
 
 from lightning.fabric.plugins.environments import SLURMEnvironment
 
+from alexnet.exits import UserError
 from alexnet.training.checkpoints import slurm_job_id
 
 # SIGUSR1: the warning signal an sbatch script asks SLURM for (--signal=USR1@90); SIGUSR2: the one
@@ -85,7 +86,13 @@ def requeue_slurm_job() -> str:
 
 
 def parse_self_signal(value: str | None) -> tuple[int, int] | None:
+    """``SIGNAL@STEP`` (``TERM@5``): the signal and the optimizer step after which the run sends
+    it to itself; None when unset. UserError for anything else."""
     if not value:
         return None
-    name, _, step = value.partition("@")
-    return int(getattr(signal, "SIG" + name.upper().removeprefix("SIG"))), int(step)
+    name, at, step = value.partition("@")
+    signum = getattr(signal, "SIG" + name.upper().removeprefix("SIG"), None)
+    if not isinstance(signum, signal.Signals) or not at or not step.isdigit() or int(step) < 1:
+        raise UserError(f"{SELF_SIGNAL_ENV}={value}: expected SIGNAL@STEP, a signal's name and "
+                        "an optimizer step >= 1 (TERM@5); it is a test hook: unset it")
+    return int(signum), int(step)
