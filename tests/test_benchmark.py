@@ -94,14 +94,23 @@ def test_tiny_benchmark_writes_every_field(tiny_run) -> None:
         assert line in proc.stdout
 
 
-def test_bad_switch_gives_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("override", "says"), [
+    ("speed.channels_last=2", "speed.channels_last must be true or false, got 2"),
+    # src/train.py's checks of the configuration, made before anything is measured
+    ("optimizer.lr=fast", "invalid configuration: optimizer.lr must be a number, got 'fast'"),
+    ("data.crop_size=99", "invalid configuration: data.crop_size must be between 1 and "
+                          "data.image_size=80, got 99"),
+    ("data.batch_size=0", "invalid configuration: data.batch_size must be at least 1, got 0"),
+], ids=["channels_last", "lr_a_word", "crop_beyond_image", "batch_zero"])
+def test_bad_setting_gives_one_line(override: str, says: str, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "src" / "benchmark.py"), "--tiny", "speed.channels_last=2"],
+        [sys.executable, str(ROOT / "src" / "benchmark.py"), "--tiny", "--json",
+         str(tmp_path / "bench.json"), override],
         capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == (
-        "error: speed.channels_last must be true or false, got 2")
+    assert proc.stderr.strip().splitlines() == [f"error: {says}"]
+    assert not (tmp_path / "bench.json").exists()
 
 
 def test_stock_baseline_is_the_same_network() -> None:

@@ -19,6 +19,8 @@ from omegaconf import DictConfig, open_dict
 
 from alexnet.benchmarks import hardware
 from alexnet.benchmarks import training_speed as bench
+from alexnet.exits import UserError, building, check_values_resolve
+from alexnet.jobs.checks import config_problems
 from alexnet.provenance import REPO_ROOT
 
 TINY = ["data.image_size=80", "data.crop_size=67", "data.train_per_class=2",
@@ -75,6 +77,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             base += [f"paths.data_dir={work / 'data'}", *TINY]
         overrides = base + QUIET + args.overrides
         cfg = compose_cfg(overrides, work, "probe")
+        # src/train.py's checks of the configuration, before anything is measured on it.
+        check_values_resolve(cfg)
+        if problems := config_problems(cfg):
+            raise UserError(f"invalid configuration: {problems[0]}")
+        with building("invalid configuration"):
+            instantiate(cfg.data)  # the data settings' own checks (crop, batch), no data read
         device = device_of(cfg)
         where = machine(device)
         print(f"benchmarking on {device}: {where['gpu'] or where['cpu']}", flush=True)
