@@ -20,6 +20,7 @@ from alexnet.exits import (
     reports_user_errors,
     run_command,
 )
+from alexnet.jobs.config_checks import prepare_problems
 from alexnet.provenance import REPO_ROOT
 from alexnet.resolvers import register_resolvers
 
@@ -30,6 +31,8 @@ register_resolvers()  # before Hydra composes the config
 @reports_user_errors
 def main(cfg: DictConfig) -> None:
     check_values_resolve(cfg)
+    if problems := prepare_problems(cfg):
+        raise UserError(f"invalid configuration: {problems[0]}")
     data = cfg.data
     source = data.get("source")
     if registry.is_built_in(data):  # drawn, not read from the user's files

@@ -136,6 +136,20 @@ CASES = [
          "data.prepared_dir (nothing was changed)", 2,
          setup=lambda tmp, d: (write_image_classes(tmp, {"cat": 4, "dog": 4}),
                                (tmp / "notes.txt").write_text("mine\n"))),
+    # src/prepare.py's settings, checked before any file is read (its messages name the key)
+    Case("prepare_fraction_a_list", "prepare", ["data=imagefolder", "data.val_fraction=[0.1]"],
+         "error: invalid configuration: data.val_fraction must be a number, got [0.1]", 2),
+    Case("prepare_fraction_a_word", "prepare", ["data=imagefolder", "data.test_fraction=lots"],
+         "error: invalid configuration: data.test_fraction must be a number, got 'lots'", 2),
+    Case("prepare_fraction_of_one", "prepare", ["data=imagefolder", "data.val_fraction=1.0"],
+         "error: invalid configuration: data.val_fraction must be in [0, 1), got 1.0", 2),
+    *[Case(f"prepare_workers_{name}", "prepare", ["data=imagefolder", f"workers={value}"],
+           "error: invalid configuration: workers must be a whole number >= 1 (or null: one per "
+           f"CPU core), got {shown}", 2)
+      for name, value, shown in (("zero", "0", "0"), ("negative", "-3", "-3"),
+                                 ("a_word", "many", "'many'"))],
+    Case("prepare_force_a_word", "prepare", ["data=imagefolder", "force=yes please"],
+         "error: invalid configuration: force must be true or false, got 'yes please'", 2),
     Case("eval_without_checkpoint", "eval", [],
          "error: no checkpoint given: python src/eval.py ckpt_path=PATH/TO/FILE.ckpt", 2),
     # -- checkpoints ---------------------------------------------------------------------------

@@ -113,6 +113,12 @@ SUMMARY_EDITS = {  # damage: what the one line says of it
     "error_a_string": ("final: test/top1_err is '0.3', not an error rate in [0, 1]",
                        lambda s: s["final"].update({"test/top1_err": "0.3"})),
     "final_null": ("a completed run without its final metrics", lambda s: s.update(final=None)),
+    # Text where an arm's name goes would be printed into report.md's table as it stands.
+    "arm_not_its_ablations": ("its arm 'no_lrn | **fake** |\\n\\n# Injected' is not its "
+                              "ablations' ('none')",
+                              lambda s: s.update(arm="no_lrn | **fake** |\n\n# Injected")),
+    "ablations_not_named": ("its ablations are not a list of named ablations",
+                            lambda s: s.update(ablations=["no_lrn"])),
 }
 for _name, (_says, _edit) in SUMMARY_EDITS.items():
     DAMAGES[_name] = Damage(_name, _summary_edit(_edit))
@@ -123,6 +129,14 @@ def _lrn_gain_in_words(path: Path, world: Path) -> None:
 
 
 DAMAGES["number_in_words"] = Damage("number_in_words", _lrn_gain_in_words)
+
+
+def _claim_pasted_twice(path: Path, world: Path) -> None:
+    """A second ``lrn:`` entry at the end, with other numbers: plain YAML keeps the last."""
+    path.write_text(path.read_text() + "\nlrn:\n  ablation: no_lrn\n  delta_top1: 9.0\n")
+
+
+DAMAGES["key_twice"] = Damage("key_twice", _claim_pasted_twice)
 FOREIGN = {  # what stands in for a file of another kind
     "summary": "summary.json", "stats": "stats.json", "npy": "mean_image.npy",
     "labels": "train_labels.npy", "images": "val_images.npy", "ckpt": "run.ckpt",
@@ -320,6 +334,8 @@ def _table() -> list[Case]:
     cases.append(_case("claims", "claims/claims.yaml", "number_in_words", "report",
                        ["{tmp}/study"], ["claims.yaml: lrn.delta_top1 must be a number or null, "
                                          "got 'one point four': restore it"]))
+    cases.append(_case("claims", "claims/claims.yaml", "key_twice", "report", ["{tmp}/study"],
+                       ["claims.yaml: key 'lrn' appears twice (lines", ": restore it"]))
     return cases
 
 

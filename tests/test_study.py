@@ -434,3 +434,29 @@ def test_a_run_records_which_test_images_it_got_right(
     text = (copied / "report.md").read_text()
     assert "**The test images' share.**" in text and "but for the last table's." in text
     assert re.search(r"\| `no_lrn` \| 2 \| [\d,]+ \| ", text)
+
+
+def test_a_study_gathered_through_links_reads_every_run_once(tmp_path: Path) -> None:
+    """A run folder that is a symbolic link (runs kept elsewhere) is read like the others; a
+    link back up the tree (a loop) is read once and ends; report.md in the way as a folder is
+    refused before anything is written."""
+    study = tmp_path / "study"
+    shutil.copytree(ROOT / "ablations" / "results" / "sec33_short_jpeg", study)
+    whole = load_study(study)
+    run = sorted(study.rglob("summary.json"))[0].parent
+    elsewhere = tmp_path / "kept_elsewhere"
+    run.rename(elsewhere)
+    run.symlink_to(elsewhere, target_is_directory=True)
+    (study / "loop").symlink_to(study, target_is_directory=True)
+    linked = load_study(study)
+    assert len(linked.runs) == len(whole.runs) and not linked.missing
+    for name in ("report.md", "report.png"):
+        (study / name).unlink()
+    (study / "report.md").mkdir()
+    result = subprocess.run([sys.executable, str(ROOT / "ablations" / "report.py"), str(study)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {study / 'report.md'} is in the way of the report (it is not a file): move it "
+        "away and run the report again"]
+    assert not (study / "report.png").exists()

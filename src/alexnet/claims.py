@@ -29,11 +29,29 @@ class ClaimsError(UserError):
     """claims.yaml cannot be read, or holds no claim: one line naming the file."""
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key written twice in one mapping: plain YAML keeps the
+    last silently, and an entry pasted twice would replace a claim's numbers without a word."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in lines:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (lines {lines[key]} and "
+                    f"{key_node.start_mark.line + 1})", key_node.start_mark)
+            lines[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
 def _read(path: str | os.PathLike | None) -> dict[str, Any]:
     """The file's mapping; ClaimsError, one line naming the file, if it is unreadable."""
     path = Path(path or CLAIMS_FILE)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # safe: no Python objects
+    except yaml.constructor.ConstructorError as err:
+        raise ClaimsError(f"{path}: {err.problem}: {RESTORE}") from None
     except (OSError, ValueError, yaml.YAMLError) as err:  # ValueError: not text at all
         reason = " ".join(str(err).split())
         raise ClaimsError(f"{path} is not a readable claims file ({reason}): {RESTORE}") from None

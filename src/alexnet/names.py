@@ -8,6 +8,7 @@ TRAIN_TOP1 = "train/top1_err"  # the epoch's mean training error as the net trai
 TEST_TOP1 = "test/top1_err"    # measured once, on the test split
 TEST10_TOP1 = "test10/top1_err"  # the paper's 10-patch test (Sec. 4.1)
 BASELINE_ARM = "none"          # the arm without an ablation (conf/ablation/none.yaml)
+NONFINITE_MODES = ("stop",)    # what ``nonfinite`` may say a run does on a NaN or inf loss
 
 
 def arm_name(ablations: list[str]) -> str:
@@ -15,4 +16,5 @@ def arm_name(ablations: list[str]) -> str:
     return "+".join(ablations) or BASELINE_ARM
 
 
-__all__ = ["BASELINE_ARM", "TEST10_TOP1", "TEST_TOP1", "TRAIN_TOP1", "VAL_TOP1", "arm_name"]
+__all__ = ["BASELINE_ARM", "NONFINITE_MODES", "TEST10_TOP1", "TEST_TOP1", "TRAIN_TOP1", "VAL_TOP1",
+           "arm_name"]

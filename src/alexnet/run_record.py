@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from alexnet.exits import UserError
-from alexnet.names import BASELINE_ARM
+from alexnet.names import arm_name
 
 
 class RecordError(UserError):
@@ -46,9 +46,8 @@ class Run:
 
     @property
     def arm(self) -> str:
-        return self.summary.get("arm") or (
-            "+".join(a["name"] for a in self.summary.get("ablations") or []) or BASELINE_ARM
-        )
+        return self.summary.get("arm") or arm_name(
+            [a["name"] for a in self.summary.get("ablations") or []])
 
     @property
     def seed(self) -> int | None:
@@ -104,7 +103,7 @@ def read_runs(path: str | os.PathLike) -> list[Run]:
     if path.is_file() and path.name == "summary.json":
         paths = [path]
     elif path.is_dir():
-        paths = sorted(path.rglob("summary.json"))
+        paths = summary_files(path)
     else:
         raise RecordError(f"{path} is a file, not a sweep directory or a summary.json"
                           if path.exists() else f"no such sweep directory: {path}")
@@ -118,6 +117,22 @@ def read_runs(path: str | os.PathLike) -> list[Run]:
     if not runs:
         raise RecordError(f"no training run (summary.json) found below {path}")
     return runs
+
+
+def summary_files(directory: Path) -> list[Path]:
+    """Every ``summary.json`` below ``directory``, in path order, through symbolic links to
+    folders too (a study gathered from runs kept elsewhere), each real folder once (a link loop
+    ends there). A ``summary.json`` that is not a file is listed, for its reader to refuse."""
+    found, seen = [], set()
+    for folder, subfolders, files in os.walk(directory, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        if "summary.json" in files or "summary.json" in subfolders:
+            found.append(Path(folder) / "summary.json")
+    return sorted(found)
 
 
 def read_summary(file: str | os.PathLike) -> dict[str, Any]:
@@ -151,6 +166,14 @@ def _damage(summary: dict[str, Any]) -> str | None:
     if summary.get("task") == "train" and summary.get("status") == "completed" and not (
             isinstance(summary.get("final"), dict)):
         return "a completed run without its final metrics"
+    ablations = summary.get("ablations") or []
+    if not isinstance(ablations, list) or not all(
+            isinstance(a, dict) and isinstance(a.get("name"), str) for a in ablations):
+        return "its ablations are not a list of named ablations"
+    # The arm is its ablations' names (names.arm_name): a report pairs and prints it.
+    arm, expected = summary.get("arm"), arm_name([a["name"] for a in ablations])
+    if arm is not None and arm != expected:
+        return f"its arm {arm!r} is not its ablations' ({expected!r})"
     rows = [("final", summary.get("final") or {}), ("best", summary.get("best") or {}),
             *((f"history epoch {i + 1}", row) for i, row in enumerate(history))]
     for where, metrics in rows:

@@ -23,6 +23,7 @@ from alexnet.analysis.study import (
     ERRORS,
     Delta,
     Study,
+    StudyError,
     arm_errors,
     image_sampling,
     load_study,
@@ -369,6 +370,10 @@ def write_report(directory: str | os.PathLike,
     claims = claims_by_ablation(claims_file, study.spec.get("claims"))
     markdown = render_markdown(study, claims)
     md_path, png_path = study.directory / "report.md", study.directory / "report.png"
+    for path in (md_path, png_path):  # checked before either is written
+        if path.exists() and not path.is_file():
+            raise StudyError(f"{path} is in the way of the report (it is not a file): move it "
+                             "away and run the report again")
     render_plot(study, claims, png_path)
     md_path.write_text(markdown)
     return md_path, png_path, study

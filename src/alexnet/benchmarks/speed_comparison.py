@@ -20,7 +20,7 @@ from omegaconf import DictConfig, open_dict
 from alexnet.benchmarks import hardware
 from alexnet.benchmarks import training_speed as bench
 from alexnet.exits import UserError, building, check_values_resolve
-from alexnet.jobs.checks import config_problems
+from alexnet.jobs.config_checks import config_problems
 from alexnet.provenance import REPO_ROOT
 
 TINY = ["data.image_size=80", "data.crop_size=67", "data.train_per_class=2",

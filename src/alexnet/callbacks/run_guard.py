@@ -29,6 +29,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 
 from alexnet.data.sampling import replica_of
 from alexnet.exits import Diverged, Interrupted
+from alexnet.names import NONFINITE_MODES
 from alexnet.training.checkpoints import LAST
 from alexnet.training.lightning_private import (
     add_epoch_sums,
@@ -38,8 +39,6 @@ from alexnet.training.lightning_private import (
 )
 from alexnet.training.rng import mix_seed, rng_states, set_rng_states
 from alexnet.training.signals import SELF_SIGNAL_ENV, StopRequest, parse_self_signal
-
-NONFINITE_MODES = ("stop",)
 
 
 class RunGuard(L.Callback):

@@ -13,7 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 from alexnet.callbacks.history import MetricHistory
 from alexnet.exits import UserError, building, check_values_resolve, one_line
 from alexnet.jobs.build import build_data, build_trainer
-from alexnet.jobs.checks import check_record_path, eval_problems
+from alexnet.jobs.checks import check_record_path
+from alexnet.jobs.config_checks import eval_problems
 from alexnet.training import parallel
 from alexnet.training.ablation import applied_ablations
 from alexnet.training.checkpoints import (

@@ -20,12 +20,8 @@ from alexnet.callbacks.throughput import ImageThroughput
 from alexnet.claims import paper_comparison
 from alexnet.exits import Interrupted, UserError, building, check_values_resolve
 from alexnet.jobs.build import build_data, build_trainer, checkpointing, scale_lr
-from alexnet.jobs.checks import (
-    check_parallel,
-    check_record_path,
-    completed_summary,
-    config_problems,
-)
+from alexnet.jobs.checks import check_parallel, check_record_path, completed_summary
+from alexnet.jobs.config_checks import config_problems
 from alexnet.jobs.resume import check_resume_layout, resume_path
 from alexnet.names import BASELINE_ARM
 from alexnet.run_record import pack_per_image
