@@ -88,6 +88,39 @@ def test_imagefolder_train_and_val(tmp_path: Path, val_name: str) -> None:
     assert listing.classes == ["cat", "dog's toy"]
     assert len(listing.files["train"]) == 6 and len(listing.files["val"]) == 2
     assert labels_of(listing, "val") == ["cat", "dog's toy"]
+    # What is not read is named, not dropped without a word (the prepare prints it)
+    assert listing.description["not_read"] == {"count": 1, "kinds": {".txt": 1},
+                                               "first": "train/cat/notes.txt"}
+
+
+def test_what_the_tree_holds_beside_its_images_is_named(tmp_path: Path) -> None:
+    """Files in formats not read (GIF), images beside the class folders, a file where a class
+    folder would be and a folder beside the splits are left out, each counted by kind; a tree
+    with two validation folders is refused (one would be read, the other left out)."""
+    tree = tmp_path / "tree"
+    for label, name in enumerate(["cat", "dog"]):
+        for i in range(3):
+            write_image(tree / "train" / name / f"{i}.png", class_colour(label), fmt="PNG")
+        write_image(tree / "train" / name / "moving.gif", class_colour(label), fmt="GIF")
+    write_image(tree / "train" / "stray.png", class_colour(0), fmt="PNG")
+    (tree / "train" / "bird").write_text("a file named like a class\n")
+    (tree / "extra").mkdir()
+    listing = sources.find_imagefolder(tree)
+    assert sum(len(files) for files in listing.files.values()) == 6
+    assert listing.description["not_read"] == {
+        "count": 5, "kinds": {".gif": 2, ".png": 1, "folder": 1, "no extension": 1},
+        "first": "extra"}
+    job = preparing.plan("imagefolder", tree, tmp_path / "prepared", 16, 0.1, 0.1)
+    note = preparing.describe(writer.write(job, workers=1, progress=False), "imagefolder")
+    assert (f"note: left out 5 files or folders of {tree} that are not images in a class "
+            "folder in a format read here (.jpg, .jpeg, .png, .ppm, .bmp, .pgm, .tif, .tiff, "
+            ".webp): .gif 2, .png 1, folder 1, no extension 1 (source.not_read in stats.json), "
+            "e.g. extra") in note.splitlines()
+    for name in ("val", "validation"):
+        write_image(tree / name / "cat" / "0.png", class_colour(0), fmt="PNG")
+        write_image(tree / name / "dog" / "0.png", class_colour(1), fmt="PNG")
+    with pytest.raises(DataError, match=r"has val/ and validation/: keep one validation folder$"):
+        sources.find_imagefolder(tree)
 
 
 def test_imagefolder_holds_out_a_fraction_of_every_class(tmp_path: Path) -> None:

@@ -222,6 +222,30 @@ def test_existing_prepared_dataset(tmp_path: Path) -> None:
         preparing.existing(tmp_path / "out", "imagenet", src, 16, force=False)
 
 
+def test_preparing_again_after_the_files_changed_is_refused(tmp_path: Path) -> None:
+    """The same command after images were added, removed or moved between classes would answer
+    "already prepared" with the old images: refused, saying what changed; force=true prepares."""
+    src = tmp_path / "src"
+    writer.write(small_job(src, tmp_path / "out"), workers=1, progress=False)
+    assert preparing.existing(tmp_path / "out", "imagenet", src, 16, force=False) is not None
+    train = src / "train" / "n01440764"
+    write_image(train / "added.JPEG")
+    with pytest.raises(DataError) as added:
+        preparing.existing(tmp_path / "out", "imagenet", src, 16, force=False)
+    assert str(added.value) == (
+        f"data.prepared_dir={tmp_path / 'out'} was made from other files of data.root (37 files "
+        "then, 38 now): pass force=true to prepare it again, or choose another "
+        "data.prepared_dir")
+    moved = next(p for p in sorted(train.glob("*.JPEG"))
+                 if p.name not in ("added.JPEG", "broken.JPEG"))
+    moved.rename(src / "train" / "n01443537" / moved.name)  # the same count, another class
+    (train / "added.JPEG").unlink()
+    with pytest.raises(DataError, match=r"\(37 files then and now, not the same ones or not in "
+                                        r"the same classes\)"):
+        preparing.existing(tmp_path / "out", "imagenet", src, 16, force=False)
+    assert preparing.existing(tmp_path / "out", "imagenet", src, 16, force=True) is None
+
+
 def run_prepare(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     return subprocess.run(

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from alexnet.data import cifar10, imagenet, prepared, registry, sources, writer
-from alexnet.data.images import ImageFiles
+from alexnet.data.images import IMAGE_EXTENSIONS, ImageFiles
 from alexnet.exits import DataError
 
 
@@ -76,6 +76,8 @@ def existing(
         prepared.is_current(stats) and stats.get("image_size") == image_size
         and made_from.get("kind") == source and made_from.get("root") == wanted and not other
     ):
+        _check_listing(made_from.get("listing"), plan(source, root, prepared_dir, image_size,
+                                                      **(fractions or {})), prepared_dir)
         return stats
     what = (
         f"an older format (version {stats.get('format_version')})"
@@ -88,6 +90,21 @@ def existing(
         f"data.prepared_dir={prepared_dir} already holds {what}: pass force=true to replace it, "
         f"or choose another data.prepared_dir"
     )
+
+
+def _check_listing(made_from: dict[str, Any] | None, job: writer.Job,
+                   prepared_dir: Path) -> None:
+    """DataError when the source's files are no longer those ``prepared_dir`` was made from
+    (images added, removed or moved between classes); datasets prepared before the listing was
+    kept are not checked."""
+    if made_from is None or made_from.get("digest") == job.listing()["digest"]:
+        return
+    now = job.listing()["files"]
+    change = (f"{made_from.get('files')} files then, {now} now" if made_from.get("files") != now
+              else f"{now} files then and now, not the same ones or not in the same classes")
+    raise DataError(f"data.prepared_dir={prepared_dir} was made from other files of data.root "
+                    f"({change}): pass force=true to prepare it again, or choose another "
+                    "data.prepared_dir")
 
 
 def describe(result: writer.Result, source: str) -> str:
@@ -103,6 +120,12 @@ def describe(result: writer.Result, source: str) -> str:
             f"{result.images} images in {result.seconds:.1f} s: {rate:.0f} images/s with "
             f"{result.workers} processes" + (" (resumed)" if result.resumed else "")
         )
+    if not_read := stats["source"].get("not_read"):  # named, as the skipped files below
+        kinds = ", ".join(f"{kind} {n}" for kind, n in not_read["kinds"].items())
+        lines.append(f"note: left out {not_read['count']} files or folders of {root} that "
+                     f"are not images in a class folder in a format read here "
+                     f"({', '.join(IMAGE_EXTENSIONS)}): {kinds} (source.not_read in "
+                     f"stats.json), e.g. {not_read['first']}")
     if stats["skipped"]:
         lines.append(f"{len(stats['skipped'])} files could not be decoded and were skipped "
                      f"(listed under 'skipped' in stats.json), e.g. {stats['skipped'][0]['path']}")

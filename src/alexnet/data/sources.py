@@ -91,6 +91,7 @@ class FolderWalk:
     def __init__(self) -> None:
         self.folders: dict[str, str] = {}  # real path -> the path it was first listed under
         self.links: dict[str, str] = {}  # real path of a linked file -> the link
+        self.not_read: list[str] = []  # files left out (not images this suite reads), named
 
     def images(self, folder: Path) -> list[str]:
         found: list[str] = []
@@ -125,6 +126,26 @@ class FolderWalk:
                 if entry.is_symlink():
                     self._link(entry.path)
                 found.append(entry.path)
+            elif is_file:
+                self.not_read.append(entry.path)
+
+    def left_out(self, paths: list[str]) -> None:
+        """Files or folders beside the ones read (loose files beside the class folders, folders
+        beside the splits): left out, and named as :meth:`not_read_record` says."""
+        self.not_read += paths
+
+    def not_read_record(self, root: Path) -> dict[str, Any] | None:
+        """What was left out, for stats.json and the prepare's note: how many, by kind (the
+        file's extension, ``folder``), and the first of them; None when nothing was."""
+        if not self.not_read:
+            return None
+        kinds: dict[str, int] = {}
+        for path in self.not_read:
+            kind = "folder" if os.path.isdir(path) else (
+                os.path.splitext(path)[1].lower() or "no extension")
+            kinds[kind] = kinds.get(kind, 0) + 1
+        return {"count": len(self.not_read), "kinds": dict(sorted(kinds.items())),
+                "first": os.path.relpath(sorted(self.not_read)[0], root)}
 
     def _link(self, path: str) -> None:
         try:
@@ -161,6 +182,8 @@ def class_tree(folder: Path, walk: FolderWalk) -> tuple[list[str], list[str], np
     classes = [e.name for e in subdirs(folder)]
     if not classes:
         raise DataError(f"{folder} has no class folders: expected {folder}/<class>/<images>")
+    walk.left_out(sorted(e.path for e in os.scandir(folder)  # files beside the class folders
+                         if not e.name.startswith(".") and not e.is_dir()))
     files, labels = [], []
     for label, name in enumerate(classes):
         images = walk.images(folder / name)
@@ -222,12 +245,20 @@ def find_imagefolder(root: str | os.PathLike | None, val_fraction: float | None 
     root = check_root(root, "imagefolder")
     description: dict[str, Any] = {"kind": "imagefolder", "root": str(root)}
     train_dir = root / "train"
-    val_dir = next((root / d for d in VAL_DIRS if (root / d).is_dir()), None)
+    vals = [root / d for d in VAL_DIRS if (root / d).is_dir()]
+    if len(vals) > 1:  # one would be read and the other left out
+        raise DataError(f"{root} has {' and '.join(f'{v.name}/' for v in vals)}: keep one "
+                        "validation folder")
+    val_dir = vals[0] if vals else None
     test_dir = next((root / d for d in TEST_DIRS if (root / d).is_dir()), None)
     if (val_dir or test_dir) and not train_dir.is_dir():
         raise DataError(f"{root} has {(val_dir or test_dir).name}/ but no train/: expected "
                         f"train/<class>/ beside it")
     walk = FolderWalk()
+    if train_dir.is_dir():  # beside the splits: what is not one of them is left out, named
+        splits = {"train", *(d.name for d in (val_dir, test_dir) if d is not None)}
+        walk.left_out(sorted(e.path for e in os.scandir(root)
+                             if not e.name.startswith(".") and e.name not in splits))
     if train_dir.is_dir() and (val_dir or test_dir):
         classes, train_files, train_labels = class_tree(train_dir, walk)
         files, labels = {}, {}
@@ -258,6 +289,8 @@ def find_imagefolder(root: str | os.PathLike | None, val_fraction: float | None 
             description["val_fraction"] = fraction
         description["layout"] = layout
         walk.check_links()
+        if not_read := walk.not_read_record(root):
+            description["not_read"] = not_read
         return Listing(
             classes=classes,
             files={"train": train_files, **files},
@@ -295,5 +328,7 @@ def find_imagefolder(root: str | os.PathLike | None, val_fraction: float | None 
         origins["test"] = f"held out of {name} ({test_fraction:g} of each class)"
         layout += f" and {test_fraction:g} for test"
     description |= {"layout": layout, "val_fraction": fraction, "test_fraction": test_fraction}
+    if not_read := walk.not_read_record(root):
+        description["not_read"] = not_read
     return Listing(classes=classes, files=listing_files, labels=listing_labels,
                    description=description, origins=origins)

@@ -84,6 +84,18 @@ class Job:
             digest.update(np.ascontiguousarray(split.labels, dtype=np.int64).tobytes())
         return digest.hexdigest()
 
+    def listing(self) -> dict[str, Any]:
+        """What was read: the number of files and a digest of them and their labels, split by
+        split. stats.json keeps it, so that preparing again after the source's files changed
+        is refused rather than answered by the old dataset."""
+        digest = hashlib.sha256()
+        for name, split in sorted(self.splits.items()):
+            digest.update(name.encode() + b"\0")
+            digest.update(b"\n".join(os.fsencode(i) for i in split.identity))
+            digest.update(np.ascontiguousarray(split.labels, dtype=np.int64).tobytes())
+        return {"files": sum(len(s.labels) for s in self.splits.values()),
+                "digest": digest.hexdigest()}
+
 
 @dataclass
 class Result:
@@ -350,7 +362,7 @@ def _complete(job: Job, work: Path, state: _Progress, skipped: list[dict]) -> di
         classes=job.classes,
         image_size=job.image_size,
         sums=state.sums,
-        source=job.source,
+        source={**job.source, "listing": job.listing()},
         skipped=[{k: f[k] for k in ("split", "path", "error")} for f in skipped],
         class_names=job.class_names,
         origins={name: split.origin for name, split in job.splits.items() if split.origin},
