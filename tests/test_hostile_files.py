@@ -137,6 +137,33 @@ def _claim_pasted_twice(path: Path, world: Path) -> None:
 
 
 DAMAGES["key_twice"] = Damage("key_twice", _claim_pasted_twice)
+
+
+def _labels_edit(edit: Callable[[np.ndarray], None]) -> Callable[[Path, Path], None]:
+    """A prepared split's labels still a whole .npy file, with labels it never writes."""
+    def apply(path: Path, world: Path) -> None:
+        labels = np.load(path)
+        edit(labels)
+        np.save(path, labels)
+    return apply
+
+
+def _stats_edit(path: Path, world: Path) -> None:
+    stats = json.loads(path.read_text())
+    stats["num_classes"] += 3  # a 3-more-way net would be trained on classes that do not exist
+    path.write_text(json.dumps(stats))
+
+
+def _move_first_label(labels: np.ndarray) -> None:
+    """The first usable row to the next class: in range, but counted otherwise."""
+    row = np.flatnonzero(labels >= 0)[0]
+    labels[row] = (labels[row] + 1) % (labels.max() + 1)
+
+
+DAMAGES["label_out_of_range"] = Damage("label_out_of_range",
+                                       _labels_edit(lambda y: y.__setitem__(0, 12)))
+DAMAGES["label_moved"] = Damage("label_moved", _labels_edit(_move_first_label))
+DAMAGES["num_classes_edited"] = Damage("num_classes_edited", _stats_edit)
 FOREIGN = {  # what stands in for a file of another kind
     "summary": "summary.json", "stats": "stats.json", "npy": "mean_image.npy",
     "labels": "train_labels.npy", "images": "val_images.npy", "ckpt": "run.ckpt",
@@ -304,6 +331,16 @@ def _table() -> list[Case]:
             cases.append(_case("prepared", f"prepared/{file}", damage, "train",
                                ["data=imagefolder", *PREP, "data.prepared_dir={tmp}/prepared"],
                                [PREPARE_AGAIN]))
+    for file, damage, says in (
+            ("train_labels.npy", "label_out_of_range", "train_labels.npy holds label 12, but "
+                                                       "stats.json has 10 classes"),
+            ("val_labels.npy", "label_moved", "val_labels.npy: its labels count other numbers "
+                                              "of each class than stats.json does"),
+            ("stats.json", "num_classes_edited", "stats.json says num_classes 13 but lists 10 "
+                                                 "classes")):
+        cases.append(_case("prepared", f"prepared/{file}", damage, "train",
+                           ["data=imagefolder", *PREP, "data.prepared_dir={tmp}/prepared"],
+                           [says, PREPARE_AGAIN]))
     for damage in [*EVERY_CUT, "a_stats", "a_npy"]:
         for entry, args in SUMMARY_COMMANDS.items():
             cases.append(_case("summary", SUMMARY, damage, entry, args,

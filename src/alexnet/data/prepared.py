@@ -124,6 +124,10 @@ def check_arrays(root: str | os.PathLike, stats: dict[str, Any]) -> None:
     the mean image likewise."""
     root = Path(root)
     size = stats.get("image_size")
+    classes = stats.get("classes") or []
+    if stats.get("num_classes") != len(classes):
+        raise DataError(f"{root / STATS_FILE} says num_classes {stats.get('num_classes')!r} but "
+                        f"lists {len(classes)} classes")
     mean = root / MEAN_IMAGE_FILE
     try:
         shape = np.load(mean, mmap_mode="r").shape
@@ -139,6 +143,17 @@ def check_arrays(root: str | os.PathLike, stats: dict[str, Any]) -> None:
         if int((labels >= 0).sum()) != int(counted.get("total", -1)):
             raise DataError(f"{labels_path(root, split)}: {int((labels >= 0).sum())} usable "
                             f"rows, but stats.json counts {counted.get('total')}")
+        # Labels are -1 (no image) or a class; and as many of each class as stats.json counts:
+        # one out of range would stop training with a traceback, one moved would mislabel.
+        outside = (~((labels >= -1) & (labels < len(classes))) if labels.dtype.kind in "iu"
+                   else np.ones_like(labels, dtype=bool))  # not whole numbers at all
+        if outside.any():
+            first = labels[outside].ravel()[0].item()
+            raise DataError(f"{labels_path(root, split)} holds label {first!r}, but stats.json "
+                            f"has {len(classes)} classes")
+        if count_labels(labels, classes).get("per_class") != counted.get("per_class"):
+            raise DataError(f"{labels_path(root, split)}: its labels count other numbers of "
+                            "each class than stats.json does")
 
 
 def open_split(root: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
