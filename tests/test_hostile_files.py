@@ -638,3 +638,40 @@ def test_a_claim_missing_from_claims_yaml_is_said_in_the_report(world: Path, tmp
     text = md.read_text()
     assert ("Arms that no claim of `ablations/claims.yaml` names (no paper number beside them):"
             "\n\n- `tanh` (its runs name the claim `relu`)") in text
+
+
+@pytest.mark.parametrize("file", ["val_labels.npy", "val_images.npy", "mean_image.npy",
+                                  "stats.json", "summary.json"])
+def test_a_file_this_user_may_not_read_is_named_as_such(file: str, world: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file that is there but may not be read (its permissions; root ignores them, so the
+    refusal is made here by the reading call): one line saying so, not that it is damaged, and no
+    command that would prepare the data or run the run again over it."""
+    from alexnet.data.datamodule import PreparedDataModule
+    from alexnet.exits import DataError, UserError
+    from alexnet.run_record import read_runs
+
+    _copy(world, tmp_path, "prepared", "study")
+    path = (sorted((tmp_path / "study").rglob(file))[0] if file == "summary.json"
+            else tmp_path / "prepared" / file)
+    def refusing(real: Callable) -> Callable:
+        def call(what: Path, *args: object, **kwargs: object) -> object:
+            if Path(what) == path:
+                raise PermissionError(13, "Permission denied", str(what))
+            return real(what, *args, **kwargs)
+        return call
+
+    monkeypatch.setattr(np, "load", refusing(np.load))
+    monkeypatch.setattr(Path, "read_text", refusing(Path.read_text))
+    says = (f"cannot read {path}: permission denied; fix its permissions (or run as a user who "
+            "may read it), then run the same command again")
+    if file == "summary.json":
+        with pytest.raises(UserError) as refused:
+            read_runs(tmp_path / "study")
+    else:
+        data = PreparedDataModule(str(tmp_path / "prepared"), source="imagefolder",
+                                  image_size=80, batch_size=4, crop_size=67, num_workers=0)
+        with pytest.raises(DataError) as refused:
+            data.prepare_data()
+            data.setup("fit")
+    assert str(refused.value) == says

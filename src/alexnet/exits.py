@@ -72,6 +72,15 @@ class DataError(ValueError):
     message names the file)."""
 
 
+class NotReadable(DataError):
+    """A file that is there but that this user may not read: its permissions are what to fix, not
+    its contents (no command that writes it again is offered)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        super().__init__(f"cannot read {path}: permission denied; fix its permissions (or run as "
+                         "a user who may read it), then run the same command again")
+
+
 class RunStopped(Exception):
     """A run that ended early on purpose; ``status`` goes to summary.json, ``exit_code`` to the
     shell, ``fields`` are added to the summary."""

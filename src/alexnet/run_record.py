@@ -28,13 +28,17 @@ from typing import Any
 
 import numpy as np
 
-from alexnet.exits import UserError
+from alexnet.exits import NotReadable, UserError
 from alexnet.names import arm_name
 
 
 class RecordError(UserError):
     """A summary.json that cannot be read as this suite's record, or none where one was looked
     for: one line for the user, naming the file."""
+
+
+class UnreadableRecord(RecordError):
+    """A summary.json this user may not read: its permissions to fix, not its run to redo."""
 
 
 @dataclass
@@ -111,6 +115,8 @@ def read_runs(path: str | os.PathLike) -> list[Run]:
     for file in paths:
         try:
             runs.append(Run(file, read_summary(file)))
+        except UnreadableRecord:
+            raise
         except RecordError as err:
             raise RecordError(f"{err}: run that run again, or remove its directory") from None
     runs = [r for r in runs if r.summary.get("task") == "train"]
@@ -140,6 +146,8 @@ def read_summary(file: str | os.PathLike) -> dict[str, Any]:
     ``config`` a mapping); RecordError naming the file and what is wrong with it otherwise."""
     try:
         summary = json.loads(Path(file).read_text())
+    except PermissionError:
+        raise UnreadableRecord(NotReadable(file)) from None
     except (OSError, ValueError) as err:  # ValueError: not JSON, or not text at all
         raise RecordError(f"{file} is not a readable summary.json "
                          f"({' '.join(str(err).split())})") from None

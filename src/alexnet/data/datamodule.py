@@ -34,7 +34,7 @@ from alexnet.data.loader import (
 from alexnet.data.presets import Preset
 from alexnet.data.resumable_batches import ResumableBatches, resume_position
 from alexnet.data.sampling import EpochOrder, GlobalBatchSampler, replica_of
-from alexnet.exits import DataError
+from alexnet.exits import DataError, NotReadable
 
 
 class PreparedDataModule(L.LightningDataModule):
@@ -127,7 +127,7 @@ class PreparedDataModule(L.LightningDataModule):
             stats = prepared.load_stats(self.root, self.image_size)
             prepared.check_arrays(self.root, stats)
         except DataError as err:
-            if self.source is None:
+            if self.source is None or isinstance(err, NotReadable):  # nothing to prepare again
                 raise
             force = prepared.is_prepared(self.root)
             raise DataError(f"{err}; to prepare it: {self.prepare_command(force)}") from None

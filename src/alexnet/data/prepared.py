@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from alexnet.exits import DataError
+from alexnet.exits import DataError, NotReadable
 
 FORMAT_NAME = "alexnet-prepared"
 # 2: labels of -1 mark undecodable source files; per-class counts by name.
@@ -78,6 +78,8 @@ def read_stats(root: str | os.PathLike) -> dict[str, Any]:
         raise DataError(f"{root} is not a prepared dataset: {STATS_FILE} is missing")
     try:
         stats = json.loads(path.read_text())
+    except PermissionError:
+        raise NotReadable(path) from None
     except (OSError, ValueError) as err:  # ValueError: not JSON, or not text at all
         raise DataError(f"{path} is unreadable: {' '.join(str(err).split())}") from None
     if not isinstance(stats, dict):
@@ -131,6 +133,8 @@ def check_arrays(root: str | os.PathLike, stats: dict[str, Any]) -> None:
     mean = root / MEAN_IMAGE_FILE
     try:
         shape = np.load(mean, mmap_mode="r").shape
+    except PermissionError:
+        raise NotReadable(mean) from None
     except (ValueError, OSError, EOFError) as err:
         raise DataError(f"{mean} is cut short or damaged ({' '.join(str(err).split())})") from None
     if shape != (size, size, 3):
@@ -167,6 +171,8 @@ def open_split(root: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndar
     for path, mmap_mode in ((ipath, "r"), (lpath, None)):
         try:
             arrays.append(np.load(path, mmap_mode=mmap_mode))
+        except PermissionError:
+            raise NotReadable(path) from None
         except (ValueError, OSError, EOFError) as err:
             raise DataError(f"{path}: the {split} split is cut short or damaged "
                             f"({' '.join(str(err).split())})") from None
