@@ -88,6 +88,19 @@ def test_awkward_files_are_converted_or_skipped(tmp_path: Path) -> None:
     assert stats["mean_rgb"] == pytest.approx(direct["mean_rgb"], abs=1e-9)
 
 
+def test_a_floating_point_image_is_skipped_and_says_why(tmp_path: Path) -> None:
+    """A 32-bit float TIFF (values 0-1) became black through Pillow's conversion, which clips
+    at 0-255: its range is unknown, so it is skipped (and named) like an undecodable file."""
+    from PIL import Image
+
+    from alexnet.data.images import DecodeError, load_image
+
+    Image.fromarray(np.full((20, 30), 0.5, dtype=np.float32)).save(tmp_path / "f.tif")
+    with pytest.raises(DecodeError, match=r"^a 32-bit floating-point image, whose range \(0-1\? "
+                                          r"0-255\?\) is not known: convert it to 8 bits first$"):
+        load_image(tmp_path / "f.tif", 16)
+
+
 def test_load_image_takes_the_central_square(tmp_path: Path) -> None:
     wide = np.zeros((30, 90, 3), dtype=np.uint8)
     wide[:, :30] = (255, 0, 0)

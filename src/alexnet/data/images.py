@@ -60,6 +60,9 @@ def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
                 # large images; keeping at least twice the target size leaves the filtering to
                 # the antialiased resize below.
                 image.draft("RGB", (2 * size, 2 * size))
+                if image.mode == "F":  # convert("RGB") would clip a 0-1 image to black
+                    raise DecodeError("a 32-bit floating-point image, whose range (0-1? "
+                                      "0-255?) is not known: convert it to 8 bits first")
                 if image.mode in WIDE_GREY:
                     image = _eight_bit(image)
                 if image.mode != "RGB":
@@ -68,6 +71,8 @@ def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
                 box = central_square(*image.size)
                 image = image.resize((size, size), RESAMPLE, box=box)
                 array = np.asarray(image, dtype=np.uint8)
+    except DecodeError:
+        raise
     except Exception as err:  # Pillow raises many kinds (OSError, SyntaxError, ValueError, ...)
         message = " ".join(str(err).split()) or type(err).__name__
         raise DecodeError(f"{type(err).__name__}: {message}") from None
