@@ -97,9 +97,10 @@ def _check_listing(made_from: dict[str, Any] | None, job: writer.Job,
     """DataError when the source's files are no longer those ``prepared_dir`` was made from
     (images added, removed or moved between classes); datasets prepared before the listing was
     kept are not checked."""
-    if made_from is None or made_from.get("digest") == job.listing()["digest"]:
+    listing = job.listing()  # a digest over every file's name: once
+    if made_from is None or made_from.get("digest") == listing["digest"]:
         return
-    now = job.listing()["files"]
+    now = listing["files"]
     change = (f"{made_from.get('files')} files then, {now} now" if made_from.get("files") != now
               else f"{now} files then and now, not the same ones or not in the same classes")
     raise DataError(f"data.prepared_dir={prepared_dir} was made from other files of data.root "

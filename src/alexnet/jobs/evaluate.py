@@ -60,7 +60,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                 f"{cfg.ckpt_path} does not fit the dataset or model it names: {one_line(err)}"
             ) from None
         module.run_config = OmegaConf.to_container(train_cfg, resolve=True)
-        module.class_names = datamodule.class_names
         history = MetricHistory()
         trainer = build_trainer(cfg, [history])
     trainer.test(module, datamodule=datamodule)
