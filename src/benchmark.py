@@ -19,14 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
-import torch
 from hydra.errors import HydraException
 
 from alexnet import exits
 from alexnet.benchmarks.arguments import positive_int
-from alexnet.benchmarks.speed_comparison import measure, print_table
+from alexnet.benchmarks.run_config import checked_run_config
 from alexnet.exits import UserError
 from alexnet.provenance import REPO_ROOT
 from alexnet.resolvers import register_resolvers
@@ -58,9 +58,15 @@ def main() -> None:
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch's CPU threads (default: torch's, one per core)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     try:
+        # The values checked before Lightning's seconds of import (nothing is written there).
+        checked_run_config(args, Path(tempfile.gettempdir()) / "alexnet-benchmark")
+        import torch
+
+        from alexnet.benchmarks.speed_comparison import measure, print_table
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
         result = measure(args)
     except (UserError, ValueError, HydraException) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)

@@ -29,7 +29,6 @@ from typing import NoReturn
 
 from alexnet import exits
 from alexnet.benchmarks.arguments import non_negative_int, positive_float, positive_int
-from alexnet.benchmarks.input_pipeline import compare
 from alexnet.exits import UserError
 from alexnet.provenance import REPO_ROOT
 from alexnet.resolvers import register_resolvers
@@ -62,6 +61,8 @@ def main() -> None:
         fail(f"{args.images} is a file: pass --images DIR, a folder of JPEGs")
     if not args.images.is_dir():
         fail(f"{args.images} does not exist: pass --images DIR of JPEGs")
+
+    from alexnet.benchmarks.input_pipeline import compare  # torch and Lightning: once checked
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="alexnet-bench-"))
     try:

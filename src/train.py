@@ -4,6 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from alexnet.exits import reports_user_errors, run_command
+from alexnet.jobs.config_checks import check_train_config
 from alexnet.names import VAL_TOP1
 from alexnet.provenance import REPO_ROOT
 from alexnet.resolvers import register_resolvers
@@ -14,7 +15,8 @@ register_resolvers()  # before Hydra composes the config
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 @reports_user_errors
 def main(cfg: DictConfig) -> float | None:
-    from alexnet.jobs.train import train  # torch and Lightning: once the config has composed
+    check_train_config(cfg)  # a mistaken value answered before Lightning's seconds of import
+    from alexnet.jobs.train import train  # torch and Lightning: once the config is checked
 
     summary = train(cfg)
     return summary["final"].get(VAL_TOP1)  # the value a Hydra sweeper optimises

@@ -14,7 +14,6 @@ from helpers import (
     compose_train,
     errors_by_hand,
     n_params,
-    run_entry_point,
     train_keeping_the_run,
 )
 from hydra.utils import instantiate
@@ -179,10 +178,3 @@ def test_contradictory_ablations_are_refused(pair: tuple[str, str], tmp_path: Pa
         applied_ablations(cfg)
 
 
-def test_contradiction_from_the_command_line(tmp_path: Path, data_dir: Path) -> None:
-    result = run_entry_point(
-        "train.py", [*TINY, "+ablation=[no_lrn,lrn_authors]"], tmp_path, data_dir
-    )
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "no_lrn" in result.stderr and "lrn_authors" in result.stderr
-    assert "contradict" in result.stderr

@@ -141,6 +141,33 @@ def test_a_mistake_hydra_finds_is_answered_before_torch_is_imported(entry: str, 
     assert result.stderr.startswith("error: ") and override in result.stderr
 
 
+@pytest.mark.parametrize(("entry", "args", "says"), [
+    ("train.py", ["optimizer.lr=fast"],
+     "error: invalid configuration: optimizer.lr must be a number, got 'fast'"),
+    ("train.py", ["+ablation=[no_lrn,lrn_authors]"],
+     "error: invalid configuration: ablations 'no_lrn' and 'lrn_authors' both change the lrn "
+     "component and contradict each other: apply one of them"),
+    ("eval.py", ["ckpt_path=model.ckpt", "ten_crop=3"],
+     "error: invalid configuration: ten_crop must be true or false, got 3"),
+    ("eval.py", [], "error: no checkpoint given: python src/eval.py ckpt_path=PATH/TO/FILE.ckpt"),
+    ("benchmark.py", ["--tiny", "--json", "bench.json", "optimizer.lr=fast"],
+     "error: invalid configuration: optimizer.lr must be a number, got 'fast'"),
+    ("benchmark_data.py", ["--images", "no-such-folder"],
+     "error: no-such-folder does not exist: pass --images DIR of JPEGs"),
+], ids=["train_lr_a_word", "train_contradicting_ablations", "eval_ten_crop_a_number",
+        "eval_no_checkpoint", "benchmark_lr_a_word", "benchmark_data_no_images"])
+def test_a_mistaken_value_is_answered_before_lightning_is_imported(
+        entry: str, args: list[str], says: str, tmp_path: Path) -> None:
+    """The entry points check the values (src/train.py's and src/eval.py's checks, which need no
+    data) before they import Lightning, seconds on a small machine: one line, status 2, and
+    nothing written."""
+    hydra = [f"paths.log_dir={tmp_path / 'logs'}"] if entry in ("train.py", "eval.py") else []
+    status, loaded, result = run_watching_imports(ROOT / "src" / entry, [*hydra, *args], tmp_path)
+    assert (status, "lightning" in loaded) == (2, False), result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [says]
+    assert not list(tmp_path.rglob("summary.json")) and not (tmp_path / "bench.json").exists()
+
+
 @pytest.mark.parametrize(("entry", "args", "needles"), [
     # Hydra's own composition errors, said in one line instead of its several, with status 2
     ("train.py", ["seed=[1"], ["error: seed=[1: ", "override_grammar"]),

@@ -9,23 +9,16 @@ import argparse
 import math
 import os
 import shutil
-from pathlib import Path
 from typing import Any
 
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from alexnet.benchmarks import hardware
 from alexnet.benchmarks import training_speed as bench
-from alexnet.exits import UserError, building, check_values_resolve
-from alexnet.jobs.config_checks import config_problems
-from alexnet.provenance import REPO_ROOT
-
-TINY = ["data.image_size=80", "data.crop_size=67", "data.train_per_class=2",
-        "data.val_per_class=1", "data.batch_size=4", "data.num_workers=0"]
-QUIET = ["~callbacks.progress_bar", "trainer.enable_progress_bar=false"]
+from alexnet.benchmarks.run_config import checked_run_config, compose_cfg, run_overrides
+from alexnet.exits import building
 
 
 def off_switches(cfg: DictConfig) -> list[str]:
@@ -35,15 +28,6 @@ def off_switches(cfg: DictConfig) -> list[str]:
     if "lrn_impl" in cfg.model:
         off.append("model.lrn_impl=torch")
     return off
-
-
-def compose_cfg(overrides: list[str], work: Path, tag: str) -> DictConfig:
-    """src/train.py's configuration with ``overrides``, its run's files under ``work``."""
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO_ROOT / "conf")):
-        cfg = compose(config_name="train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(work / "runs" / tag)
-    return cfg
 
 
 def device_of(cfg: DictConfig) -> torch.device:
@@ -72,15 +56,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Every figure of the benchmark, as its JSON holds them (``args``: src/benchmark.py's)."""
     work = bench.make_temp_dir()
     try:
-        base = [f"paths.log_dir={work / 'logs'}"]
-        if args.tiny:
-            base += [f"paths.data_dir={work / 'data'}", *TINY]
-        overrides = base + QUIET + args.overrides
-        cfg = compose_cfg(overrides, work, "probe")
-        # src/train.py's checks of the configuration, before anything is measured on it.
-        check_values_resolve(cfg)
-        if problems := config_problems(cfg):
-            raise UserError(f"invalid configuration: {problems[0]}")
+        overrides = run_overrides(args, work)
+        cfg = checked_run_config(args, work)  # src/train.py's checks, before anything is measured
         with building("invalid configuration"):
             instantiate(cfg.data)  # the data settings' own checks (crop, batch), no data read
         device = device_of(cfg)

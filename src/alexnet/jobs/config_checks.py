@@ -1,6 +1,7 @@
 """A configuration's values checked before any work starts, each problem one line: those of
-src/train.py, src/eval.py and src/prepare.py. Only OmegaConf is imported here (not torch or
-Lightning): src/prepare.py answers a mistake in a moment."""
+src/train.py, src/eval.py and src/prepare.py. Lightning is not imported here (torch only where a
+value is resolved through ``${auto_precision:...}``): the entry points run these checks before
+they import the jobs, so that a mistake is answered in a moment, not after Lightning's import."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from alexnet.exits import UserError, building, check_values_resolve
 from alexnet.names import NONFINITE_MODES
+from alexnet.training.ablation import applied_ablations
 
 # Keys that hold numbers in every configuration that has them (the network's and the data's
 # sizes and rates); the optimizer's and the trainer's are checked below with their ranges.
@@ -57,6 +60,28 @@ def config_problems(cfg: DictConfig) -> list[str]:
     if ckpt is not None and not isinstance(ckpt, str):
         problems.append(f"ckpt_path must be a path or last, got {ckpt!r}")
     return problems
+
+
+def check_train_config(cfg: DictConfig) -> list[dict[str, Any]]:
+    """src/train.py's checks that need no data, no network and no Lightning: every value
+    resolves, the ablations do not contradict each other, :func:`config_problems`. UserError for
+    the first problem; returns the applied ablations."""
+    check_values_resolve(cfg)
+    with building("invalid configuration"):
+        ablations = applied_ablations(cfg)
+    if problems := config_problems(cfg):
+        raise UserError(f"invalid configuration: {problems[0]}")
+    return ablations
+
+
+def check_eval_config(cfg: DictConfig) -> None:
+    """src/eval.py's checks before the checkpoint is read: a checkpoint is given, every value
+    resolves, :func:`eval_problems`. UserError for the first problem."""
+    if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
+        raise UserError("no checkpoint given: python src/eval.py ckpt_path=PATH/TO/FILE.ckpt")
+    check_values_resolve(cfg)
+    if problems := eval_problems(cfg):
+        raise UserError(f"invalid configuration: {problems[0]}")
 
 
 def eval_problems(cfg: DictConfig) -> list[str]:

@@ -11,10 +11,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from alexnet.callbacks.history import MetricHistory
-from alexnet.exits import UserError, building, check_values_resolve, one_line
+from alexnet.exits import building, one_line
 from alexnet.jobs.build import build_data, build_trainer
 from alexnet.jobs.checks import check_record_path
-from alexnet.jobs.config_checks import eval_problems
+from alexnet.jobs.config_checks import check_eval_config
 from alexnet.training import parallel
 from alexnet.training.ablation import applied_ablations
 from alexnet.training.checkpoints import (
@@ -31,11 +31,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate a checkpoint on the test split of its dataset (or ``prepared_dir``): ``test``,
     or ``val`` where the dataset has none."""
     started = time.time()
-    if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
-        raise UserError("no checkpoint given: python src/eval.py ckpt_path=PATH/TO/FILE.ckpt")
-    check_values_resolve(cfg)
-    if problems := eval_problems(cfg):
-        raise UserError(f"invalid configuration: {problems[0]}")
+    check_eval_config(cfg)
     out = Path(cfg.paths.output_dir)
     check_record_path(out / "summary.json")
     out.mkdir(parents=True, exist_ok=True)

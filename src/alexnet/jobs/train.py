@@ -18,15 +18,14 @@ from alexnet.callbacks.history import MetricHistory
 from alexnet.callbacks.run_guard import RunGuard
 from alexnet.callbacks.throughput import ImageThroughput
 from alexnet.claims import paper_comparison
-from alexnet.exits import Interrupted, UserError, building, check_values_resolve
+from alexnet.exits import Interrupted, building
 from alexnet.jobs.build import build_data, build_trainer, checkpointing, scale_lr
 from alexnet.jobs.checks import check_parallel, check_record_path, completed_summary
-from alexnet.jobs.config_checks import config_problems
+from alexnet.jobs.config_checks import check_train_config
 from alexnet.jobs.resume import check_resume_layout, resume_path
 from alexnet.names import BASELINE_ARM
 from alexnet.run_record import pack_per_image
 from alexnet.training import parallel
-from alexnet.training.ablation import applied_ablations
 from alexnet.training.checkpoints import (
     AtomicCheckpointIO,
     resume_command,
@@ -81,9 +80,8 @@ def check(cfg: DictConfig, out: Path) -> tuple[list[dict[str, Any]], dict[str, A
     """The checks that need no data and no network, and the configuration's own changes (tags,
     the scaled learning rate), so that what is built and recorded is final. Returns the applied
     ablations and, with ``skip_completed``, the summary of this run completed before."""
-    check_values_resolve(cfg)
+    ablations = check_train_config(cfg)
     with building("invalid configuration"):
-        ablations = applied_ablations(cfg)
         tag_run(cfg, ablations)
     check_record_path(out / "summary.json")
     if cfg.get("skip_completed"):
@@ -91,8 +89,6 @@ def check(cfg: DictConfig, out: Path) -> tuple[list[dict[str, Any]], dict[str, A
         if done is not None:
             print(f"skipped: {out} has completed already (skip_completed=true)", file=sys.stderr)
             return ablations, done
-    if problems := config_problems(cfg):
-        raise UserError(f"invalid configuration: {problems[0]}")
     with building("invalid configuration"):
         parallel.check_devices(cfg.trainer)  # before Lightning's less helpful messages
         scale_lr(cfg)
