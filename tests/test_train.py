@@ -20,6 +20,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from alexnet.analysis.network_figures import load_network
+from alexnet.exits import UserError
+from alexnet.jobs.evaluate import evaluate
 from alexnet.jobs.train import train
 from alexnet.training.module import CLASSES_KEY
 
@@ -99,10 +101,9 @@ def test_short_run_checkpoints_and_eval_reads_them(tmp_path: Path, data_dir: Pat
     assert record["num_params"] == summary["num_params"]
     assert record["train_config"]["data"]["crop_size"] == 67
 
-    # Same weights, same data, centre crop: eval reproduces the training run's val error.
-    result = run_entry_point("eval.py", [f"ckpt_path={ckpt}"], tmp_path / "again", data_dir)
-    assert result.returncode == 0, result.stderr[-3000:]
-    (again,) = find_summaries(tmp_path / "again" / "logs")
+    # Same weights, same data, centre crop: eval reproduces the training run's val error (in
+    # this process: the command's own path is the one above).
+    again = evaluate(compose_config("eval", [f"ckpt_path={ckpt}"], tmp_path / "again", data_dir))
     assert again["final"]["test/top1_err"] == pytest.approx(summary["final"]["val/top1_err"])
 
     # The checkpoint names its classes; a dataset of as many classes under other names is
@@ -111,14 +112,15 @@ def test_short_run_checkpoints_and_eval_reads_them(tmp_path: Path, data_dir: Pat
     checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
     checkpoint[CLASSES_KEY] = [*loaded.classes[:3], "ant", *loaded.classes[4:]]
     torch.save(checkpoint, tmp_path / "renamed.ckpt")
-    result = run_entry_point("eval.py", [f"ckpt_path={tmp_path / 'renamed.ckpt'}"],
-                             tmp_path / "other", data_dir)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == (
-        f"error: {data.root} has other classes than {tmp_path / 'renamed.ckpt'} was trained on "
+    other = tmp_path / "other"
+    with pytest.raises(UserError) as refused:
+        evaluate(compose_config("eval", [f"ckpt_path={tmp_path / 'renamed.ckpt'}"], other,
+                                data_dir))
+    assert str(refused.value) == (
+        f"{data.root} has other classes than {tmp_path / 'renamed.ckpt'} was trained on "
         f"(label 3 is {loaded.classes[3]!r} there, 'ant' in training): give the dataset it was "
         "trained on")
-    assert not find_summaries(tmp_path / "other" / "logs")
+    assert not list(other.rglob("summary.json"))
 
 
 def test_seed_makes_runs_repeatable(tmp_path: Path, data_dir: Path) -> None:
