@@ -120,6 +120,37 @@ CASES = [
          "error: invalid configuration: optimizer.lr: Interpolation key 'nope' not found", 2),
     Case("value_left_missing", "train", ["data.mean=???"],
          "error: invalid configuration: data.mean has no value (???): give data.mean=VALUE", 2),
+    # Counts that are not whole, values that are not finite (nan passed every range check and
+    # the run "diverged"), switches given as words, seeds numpy refuses.
+    *[Case(f"fractional_{key.split('.')[-1]}", "train", [f"{key}={value}"],
+           f"error: invalid configuration: {key} must be a whole number, got {value}", 2)
+      for key, value in (("trainer.max_epochs", 1.5), ("data.batch_size", 4.5),
+                         ("data.eval_batch_size", 2.5))],
+    Case("zero_eval_batch", "train", ["data.eval_batch_size=0"],
+         "error: invalid configuration: data.eval_batch_size must be at least 1 (or null: "
+         "data.batch_size), got 0", 2),
+    *[Case(f"{key.split('.')[-1]}_{value}", "train", [f"{key}={value}"],
+           f"error: invalid configuration: {key} must be a finite number, got {value}", 2)
+      for key, value in (("optimizer.lr", "nan"), ("optimizer.weight_decay", "inf"),
+                         ("data.scale", "nan"))],
+    *[Case(f"{key}_a_word", "train", [f"{key}=no"],
+           f"error: invalid configuration: {key} must be true or false, got 'no'", 2)
+      for key in ("test", "save_last", "skip_completed")],
+    *[Case(f"seed_{name}", "train", [f"seed={value}"],
+           "error: invalid configuration: seed must be a whole number from 0 to 4294967295 (or "
+           f"null: a random one), got {shown}", 2)
+      for name, value, shown in (("a_word", "abc", "'abc'"), ("negative", -1, -1),
+                                 ("beyond_numpy", 2**32, 2**32))],
+    Case("ablation_undone_by_an_override", "train", ["+ablation=no_lrn", "model.lrn=true"],
+         "error: invalid configuration: +ablation=no_lrn sets model.lrn=false, but the "
+         "configuration has model.lrn=true (an override after it): drop one of them", 2),
+    Case("eval_checkpoint_a_list", "eval", ["ckpt_path=[a,b]"],
+         "error: invalid configuration: ckpt_path must be a checkpoint's path, got ['a', 'b']", 2),
+    Case("eval_checkpoint_last", "eval", ["ckpt_path=last"],
+         "error: invalid configuration: ckpt_path=last resumes training (src/train.py); "
+         "src/eval.py needs the checkpoint's path: logs/train/runs/<run>/checkpoints/last.ckpt", 2),
+    Case("prepare_fractional_image_size", "prepare", ["data=imagefolder", "data.image_size=40.5"],
+         "error: invalid configuration: data.image_size must be a whole number, got 40.5", 2),
     Case("prepare_interpolation_of_nothing", "prepare", ["data=imagefolder", "data.root=${{nope}}"],
          "error: invalid configuration: data.root: Interpolation key 'nope' not found", 2),
     # A prepared_dir is only ever replaced when it holds a prepared dataset: never the user's

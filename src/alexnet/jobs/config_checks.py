@@ -5,19 +5,29 @@ they import the jobs, so that a mistake is answered in a moment, not after Light
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from alexnet.exits import UserError, building, check_values_resolve
 from alexnet.names import NONFINITE_MODES
-from alexnet.training.ablation import applied_ablations
+from alexnet.provenance import REPO_ROOT
+from alexnet.training.ablation import applied_ablations, check_ablation_values
 
 # Keys that hold numbers in every configuration that has them (the network's and the data's
 # sizes and rates); the optimizer's and the trainer's are checked below with their ranges.
 NUMBERS = ("model.dropout", "model.lrn_size", "model.lrn_alpha", "model.lrn_beta", "model.lrn_k",
-           "data.image_size", "data.crop_size", "data.batch_size", "data.num_workers",
-           "data.val_fraction", "data.test_fraction")
+           "data.image_size", "data.crop_size", "data.batch_size", "data.eval_batch_size",
+           "data.num_workers", "data.val_fraction", "data.test_fraction", "data.scale")
+# Of those and the trainer's, the counts: 1.5 epochs or a batch of 4.5 would fail deep inside
+# Lightning, the sampler or numpy, with a traceback.
+WHOLE_NUMBERS = ("model.lrn_size", "data.image_size", "data.crop_size", "data.batch_size",
+                 "data.eval_batch_size", "data.num_workers", "trainer.max_epochs",
+                 "trainer.max_steps")
+# Switches read as true or false: a word ("no") would be read as true.
+SWITCHES = ("test", "save_last", "skip_completed")
+SEED_RANGE = (0, 2**32 - 1)  # numpy's, which Lightning seeds
 
 
 def _whole_number(value: Any, at_least: int) -> bool:
@@ -36,10 +46,28 @@ def config_problems(cfg: DictConfig) -> list[str]:
         if isinstance(value, bool) or not isinstance(value, int | float):
             problems.append(f"{key} must be a number, got {value!r}")
             return None
+        if not math.isfinite(value):  # nan passes every range check, and the run "diverges"
+            problems.append(f"{key} must be a finite number, got {value}")
+            return None
         return value
 
     for key in NUMBERS:  # a word where a number goes fails late, and without the key's name
         number(key)
+    for key in WHOLE_NUMBERS:
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, float) and math.isfinite(value):
+            problems.append(f"{key} must be a whole number, got {value}")
+    if (size := number("data.eval_batch_size")) is not None and size < 1:
+        problems.append(f"data.eval_batch_size must be at least 1 (or null: data.batch_size), "
+                        f"got {size}")
+    for key in SWITCHES:
+        if key in cfg and not isinstance(cfg.get(key), bool):
+            problems.append(f"{key} must be true or false, got {cfg.get(key)!r}")
+    seed = cfg.get("seed")
+    if seed is not None and not (_whole_number(seed, at_least=SEED_RANGE[0])
+                                 and seed <= SEED_RANGE[1]):
+        problems.append(f"seed must be a whole number from {SEED_RANGE[0]} to {SEED_RANGE[1]} "
+                        f"(or null: a random one), got {seed!r}")
     if (lr := number("optimizer.lr")) is not None and lr < 0:
         problems.append(f"optimizer.lr must be >= 0, got {lr}")
     if (momentum := number("optimizer.momentum")) is not None and not 0 <= momentum < 1:
@@ -69,6 +97,7 @@ def check_train_config(cfg: DictConfig) -> list[dict[str, Any]]:
     check_values_resolve(cfg)
     with building("invalid configuration"):
         ablations = applied_ablations(cfg)
+        check_ablation_values(cfg, ablations, REPO_ROOT / "conf")
     if problems := config_problems(cfg):
         raise UserError(f"invalid configuration: {problems[0]}")
     return ablations
@@ -88,6 +117,12 @@ def eval_problems(cfg: DictConfig) -> list[str]:
     """src/eval.py's own options (conf/eval.yaml), each problem as one line: read before the
     checkpoint is, so that a wrong value is not recorded beside a measurement."""
     problems = []
+    ckpt = cfg.get("ckpt_path")
+    if not isinstance(ckpt, str):
+        problems.append(f"ckpt_path must be a checkpoint's path, got {ckpt!r}")
+    elif ckpt == "last":
+        problems.append("ckpt_path=last resumes training (src/train.py); src/eval.py needs the "
+                        "checkpoint's path: logs/train/runs/<run>/checkpoints/last.ckpt")
     if not isinstance(cfg.get("ten_crop"), bool):
         problems.append(f"ten_crop must be true or false, got {cfg.get('ten_crop')!r}")
     size = cfg.get("batch_size")

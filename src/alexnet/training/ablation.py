@@ -12,6 +12,7 @@ Each file sets, besides its overrides, an entry under ``ablations``::
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -33,3 +34,29 @@ def applied_ablations(cfg: DictConfig) -> list[dict[str, Any]]:
         by_component[component] = name
         applied.append({"name": name, **entry})
     return applied
+
+
+def check_ablation_values(cfg: DictConfig, ablations: list[dict[str, Any]],
+                          conf_dir: Path) -> None:
+    """Each applied ablation's ``changes`` still hold the values its file sets: an override after
+    it (``+ablation=no_lrn model.lrn=true``) would otherwise run the recipe recorded as the
+    ablation's arm. ValueError naming both; an ablation from a config directory of the user's
+    (no file under ``conf_dir``) is not compared."""
+    for ablation in ablations:
+        path = conf_dir / "ablation" / f"{ablation['name']}.yaml"
+        if not path.is_file():
+            continue
+        own = OmegaConf.load(path)
+        for key in ablation.get("changes") or []:
+            wanted, got = OmegaConf.select(own, key), OmegaConf.select(cfg, key)
+            if wanted is not None and got != wanted:
+                raise ValueError(
+                    f"+ablation={ablation['name']} sets {key}={_shown(wanted)}, but the "
+                    f"configuration has {key}={_shown(got)} (an override after it): drop one "
+                    "of them")
+
+
+def _shown(value: Any) -> str:
+    """A value as an override spells it (true, not True)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
