@@ -119,8 +119,58 @@ SUMMARY_EDITS = {  # damage: what the one line says of it
                               lambda s: s.update(arm="no_lrn | **fake** |\n\n# Injected")),
     "ablations_not_named": ("its ablations are not a list of named ablations",
                             lambda s: s.update(ablations=["no_lrn"])),
+    # Each would stop a study's tools in a traceback, or read as another run than it is.
+    "epoch_missing": ("history epoch 2: no epoch", lambda s: s["history"][1].pop("epoch")),
+    "epoch_in_words": ("history epoch 1: its epoch is 'first', not a whole number",
+                       lambda s: s["history"][0].update(epoch="first")),
+    "num_classes_in_words": ("its num_classes is 'ten', not a number of classes (a whole "
+                             "number >= 1)", lambda s: s.update(num_classes="ten")),
+    "lr_in_words": ("its config.optimizer.lr is 'fast', not a learning rate (a finite number)",
+                    lambda s: s["config"]["optimizer"].update(lr="fast")),
+    "lr_a_list": ("its config.optimizer.lr is [0.1], not a learning rate (a finite number)",
+                  lambda s: s["config"]["optimizer"].update(lr=[0.1])),
+    # Paired as another seed (seed 1 for true), or with nothing while its seed reads as missing.
+    "seed_a_string": ("its seed is '1', not a whole number (or null)",
+                      lambda s: s.update(seed="1")),
+    "seed_true": ("its seed is True, not a whole number (or null)", lambda s: s.update(seed=True)),
+    "version_in_words": ("its summary_version is '1', not a version number",
+                         lambda s: s.update(summary_version="1")),
+}
+# Records the suite writes, in a study where they cannot be read as its runs: named for what
+# they are, and what to do (not "run that run again" where that is not it).
+SUMMARY_REFUSALS = {  # damage: (the commands, what the one line says)
+    "newer_version": (["report", "figures", "curves", "load_study"],
+                      "was written by a newer version of this suite (summary_version 99; this "
+                      "code reads up to 1): update this code to read it"),
+    "an_evaluation": (["report", "figures", "curves", "load_study"],
+                      "is an evaluation's record (task eval, src/eval.py), not a training "
+                      "run's: move it out of {tmp}/study"),
+    # fig1 plots the runs of a directory that is no one study each as they are, labelled by seed
+    "seed_null": (["report", "curves", "load_study"],
+                  "records no seed (a run on a random seed): a study pairs its runs by seed; run "
+                  "that run again with its seed, or remove its directory"),
+    "seed_missing": (["report", "curves", "load_study"],
+                     "records no seed (a run on a random seed): a study pairs its runs by seed; "
+                     "run that run again with its seed, or remove its directory"),
+    # Fig. 1's epochs to 25% would read "not reached", which is not what happened
+    "no_train_error": (["report", "figures"],
+                       ": a completed run without a per-epoch train/top1_err in its history, "
+                       "which Fig. 1 measures: run that run again, or remove its directory"),
+    "history_empty": (["report", "figures"],
+                      ": a completed run without a per-epoch train/top1_err in its history, "
+                      "which Fig. 1 measures: run that run again, or remove its directory"),
+}
+SUMMARY_REFUSAL_EDITS = {
+    "newer_version": lambda s: s.update(summary_version=99),
+    "an_evaluation": lambda s: s.update(task="eval"),
+    "seed_null": lambda s: s.update(seed=None),
+    "seed_missing": lambda s: s.pop("seed"),
+    "no_train_error": lambda s: [row.pop("train/top1_err") for row in s["history"]],
+    "history_empty": lambda s: s.update(history=[]),
 }
 for _name, (_says, _edit) in SUMMARY_EDITS.items():
+    DAMAGES[_name] = Damage(_name, _summary_edit(_edit))
+for _name, _edit in SUMMARY_REFUSAL_EDITS.items():
     DAMAGES[_name] = Damage(_name, _summary_edit(_edit))
 def _lrn_gain_in_words(path: Path, world: Path) -> None:
     text = path.read_text()
@@ -350,6 +400,10 @@ def _table() -> list[Case]:
             cases.append(_case("summary", SUMMARY, damage, entry, args,
                                [f"is damaged: {says}",
                                 "run that run again, or remove its directory"]))
+    for damage, (commands, says) in SUMMARY_REFUSALS.items():
+        for entry in commands:
+            cases.append(_case("summary", SUMMARY, damage, entry, SUMMARY_COMMANDS[entry],
+                               [says]))
     for file in CIFAR_FILES:
         others = ["a_meta"] if file != "batches.meta" else ["a_batch"]
         for damage in [*EVERY_CUT, *others, "a_npy"]:
@@ -457,6 +511,58 @@ def test_two_runs_of_one_arm_and_seed_are_refused(entry: str, world: Path, tmp_p
     assert err == (f"error: two runs of arm none, seed 1, lr 0.01: {seed / 'seed1'} and "
                    f"{seed / 'seed1_again'}; remove one (or keep each study in a sweep "
                    "directory of its own)")
+
+
+def test_a_run_without_the_curves_metric_is_named(world: Path, tmp_path: Path,
+                                                  entries: dict[str, Callable],
+                                                  capsys: pytest.CaptureFixture) -> None:
+    """A completed run with no epoch rows (or none holding the metric) is no curve: it is left
+    out, with a note naming it, and listed in measurements.json, not dropped unsaid."""
+    _copy(world, tmp_path, "study")
+    target = tmp_path / SUMMARY
+    _summary_edit(lambda s: s.update(history=[]))(target, world)
+    out = tmp_path / "figure"
+    capsys.readouterr()
+    code = entries["curves"](tmp_path, tmp_path, ["curves", str(tmp_path / "study"), "--metric",
+                                                  "train/top1_err", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.err.strip().splitlines() == [
+        f"note: {target} has no per-epoch train/top1_err in its history: left out of the curves"]
+    measured = json.loads((out / "measurements.json").read_text())
+    assert measured["left_out"] == [str(target)]
+    assert measured["seeds_paired"] == {"tanh, lr 0.01": [2]}
+    inputs = json.loads((out / "inputs.json").read_text())
+    assert str(target.resolve()) not in [s["path"] for s in inputs["summaries"]]
+    assert len(inputs["summaries"]) == 3
+
+
+@pytest.mark.parametrize("tested", [False, True])
+def test_a_run_without_test_errors_is_named_in_the_report(tested: bool, world: Path,
+                                                          tmp_path: Path) -> None:
+    """A completed run that records no test error (test=false; or its errors removed by hand)
+    is left out of the deltas of a study of test errors, and the report's list of runs not
+    counted says so and why (the report still reads every completed run)."""
+    from alexnet.analysis.ablation_report import write_report
+
+    _copy(world, tmp_path, "study")
+    for path in sorted((tmp_path / "study").rglob("summary.json")):
+        def edit(s: dict, path: Path = path) -> None:
+            s["config"]["study"].pop("lrs")  # a study of test errors, not Fig. 1's
+            s["config"]["test"] = tested
+            if path == tmp_path / SUMMARY:
+                s["final"].pop("test/top1_err")
+        _summary_edit(edit)(path, world)
+    md, _, study = write_report(tmp_path / "study")
+    text = md.read_text()
+    why = ("completed, but its summary.json records no test error (final test/top1_err)"
+           if tested else "completed without a test (its config has test=false)")
+    assert (f"## Runs not counted\n\n- `none` seed 1: {why}: left out of those deltas\n\nThe "
+            "deltas below use only the seeds where both runs of a pair completed and tested (n "
+            "says how many).") in text
+    row = next(line for line in text.splitlines() if line.startswith("| `tanh`"))
+    assert "| 1 |" in row and "n = 1, no interval" in row
+    assert "Runs read: 4 completed summary.json files" in text and len(study.runs) == 4
 
 
 def test_the_undamaged_world_is_read_without_complaint(world: Path) -> None:

@@ -31,6 +31,10 @@ import numpy as np
 from alexnet.exits import NotReadable, UserError
 from alexnet.names import arm_name
 
+# The format of summary.json, which alexnet.training.summary writes and this module reads (here,
+# so that reading a record imports no torch). A record without the key predates it: version 1.
+SUMMARY_VERSION = 1
+
 
 class RecordError(UserError):
     """A summary.json that cannot be read as this suite's record, or none where one was looked
@@ -39,6 +43,11 @@ class RecordError(UserError):
 
 class UnreadableRecord(RecordError):
     """A summary.json this user may not read: its permissions to fix, not its run to redo."""
+
+
+class NewerRecord(RecordError):
+    """A summary.json of a newer format than this code reads: the code to update, not the run
+    to redo."""
 
 
 @dataclass
@@ -115,11 +124,16 @@ def read_runs(path: str | os.PathLike) -> list[Run]:
     for file in paths:
         try:
             runs.append(Run(file, read_summary(file)))
-        except UnreadableRecord:
+        except (UnreadableRecord, NewerRecord):
             raise
         except RecordError as err:
             raise RecordError(f"{err}: run that run again, or remove its directory") from None
-    runs = [r for r in runs if r.summary.get("task") == "train"]
+    for run in runs:  # never dropped unsaid: a record in a run's place would read as no run
+        if (task := run.summary.get("task")) != "train":
+            what = ("an evaluation's record (task eval, src/eval.py)" if task == "eval"
+                    else f"a record of task {task!r}")
+            raise RecordError(f"{run.path} is {what}, not a training run's"
+                              + (f": move it out of {path}" if path.is_dir() else ""))
     if not runs:
         raise RecordError(f"no training run (summary.json) found below {path}")
     return runs
@@ -156,24 +170,52 @@ def read_summary(file: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(summary.get("config", {}), dict):
         raise RecordError(f"{file} is not a summary.json written by this suite (its config is "
                          f"not a mapping)")
+    version = summary.get("summary_version", SUMMARY_VERSION)
+    if _whole(version) and version > SUMMARY_VERSION:
+        raise NewerRecord(f"{file} was written by a newer version of this suite (summary_version "
+                          f"{version}; this code reads up to {SUMMARY_VERSION}): update this code "
+                          "to read it")
     if problem := _damage(summary):
         raise RecordError(f"{file} is damaged: {problem}")
     return summary
 
 
 def _damage(summary: dict[str, Any]) -> str | None:
-    """What makes a record unusable that this suite never writes: metrics that are not
-    mappings, a completed training run without its final metrics, an error rate that is not a
-    fraction (a percentage, NaN, a string). Losses may be anything: a diverged run's are NaN."""
+    """What makes a record unusable that this suite never writes: a format version that is not
+    one, metrics that are not mappings, an epoch row without its epoch number, a completed
+    training run without its final metrics, an error rate that is not a fraction (a percentage,
+    NaN, a string), a seed, number of classes or learning rate that is not a number of its kind
+    (the configuration checks refuse those before a run starts: alexnet.jobs.config_checks).
+    Losses may be anything: a diverged run's are NaN. A seed may be null: a run on a random seed
+    (a study refuses it: it pairs by seed). A completed run may lack test errors (test=false):
+    the report names it."""
+    version = summary.get("summary_version", SUMMARY_VERSION)
+    if not _whole(version) or version < 1:
+        return f"its summary_version is {version!r}, not a version number"
     history = summary.get("history", [])
     if not isinstance(history, list) or not all(isinstance(row, dict) for row in history):
         return "its history is not a list of epoch rows"
+    for i, row in enumerate(history):
+        if not _whole(row.get("epoch")) or row["epoch"] < 0:
+            return (f"history epoch {i + 1}: " + (f"its epoch is {row['epoch']!r}, not a whole "
+                                                   "number >= 0" if "epoch" in row else
+                                                   "no epoch"))
     for key in ("final", "best"):
         if not isinstance(summary.get(key) or {}, dict):
             return f"its {key} metrics are not a mapping"
     if summary.get("task") == "train" and summary.get("status") == "completed" and not (
             isinstance(summary.get("final"), dict)):
         return "a completed run without its final metrics"
+    if (seed := summary.get("seed")) is not None and not _whole(seed):
+        return f"its seed is {seed!r}, not a whole number (or null)"
+    if "num_classes" in summary and not (_whole(classes := summary["num_classes"])
+                                         and classes >= 1):
+        return f"its num_classes is {classes!r}, not a number of classes (a whole number >= 1)"
+    optimizer = (summary.get("config") or {}).get("optimizer", {})
+    if not isinstance(optimizer, dict):
+        return f"its config.optimizer is {optimizer!r}, not a mapping"
+    if "lr" in optimizer and not _number(lr := optimizer["lr"]):
+        return f"its config.optimizer.lr is {lr!r}, not a learning rate (a finite number)"
     ablations = summary.get("ablations") or []
     if not isinstance(ablations, list) or not all(
             isinstance(a, dict) and isinstance(a.get("name"), str) for a in ablations):
@@ -192,8 +234,18 @@ def _damage(summary: dict[str, Any]) -> str | None:
 
 
 def _fraction(value: Any) -> bool:
+    return _number(value) and 0.0 <= value <= 1.0
+
+
+def _number(value: Any) -> bool:
+    """A finite int or float (a bool is neither, here)."""
     return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value) and 0.0 <= value <= 1.0)
+            and math.isfinite(value))
+
+
+def _whole(value: Any) -> bool:
+    """An int as JSON holds one (a bool, 1.0 or "1" is not)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def pack_per_image(correct: Any) -> dict[str, Any]:
@@ -229,9 +281,16 @@ ADDED_KEYS: dict[str, Any] = {
 }
 
 
+# Keys that check the data rather than set the run (data=cifar10_folder's expected layout): a run
+# that passes them computes what it did before they existed, so no comparison holds them.
+DATA_CHECK_KEYS: tuple[str, ...] = ("data.expected_classes", "data.test_folder_required")
+
+
 def comparable(flat: dict[str, Any]) -> dict[str, Any]:
-    """A flattened configuration less the :data:`ADDED_KEYS` that hold their neutral value."""
-    return {k: v for k, v in flat.items() if k not in ADDED_KEYS or v != ADDED_KEYS[k]}
+    """A flattened configuration less the :data:`ADDED_KEYS` that hold their neutral value and
+    the :data:`DATA_CHECK_KEYS`."""
+    return {k: v for k, v in flat.items() if k not in DATA_CHECK_KEYS
+            and (k not in ADDED_KEYS or v != ADDED_KEYS[k])}
 
 
 def epochs_to_error(curve: list[tuple[int, float]], target: float = 0.25,

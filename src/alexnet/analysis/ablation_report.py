@@ -32,6 +32,7 @@ from alexnet.analysis.study import (
 )
 from alexnet.claims import load_claims
 from alexnet.data.registry import BUILT_IN, is_built_in
+from alexnet.run_record import Run
 
 
 def claims_by_ablation(path: str | os.PathLike | None = None,
@@ -150,8 +151,18 @@ def render_markdown(study: Study, claims: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _without_test_error(study: Study) -> list[Run]:
+    """The completed runs that record no test error (``test=false``; or trainer settings that
+    tested no batch, or a summary.json edited by hand): a study that compares test errors leaves
+    them out of its deltas, and says so."""
+    if study.spec.get("lrs"):  # Fig. 1 measures the training error: no test error is read
+        return []
+    return [r for r in study.runs if any(r.test_error(e) is None for e in ERRORS)]
+
+
 def _problems(study: Study) -> list[str]:
-    if not (study.missing or study.incomplete):
+    untested = _without_test_error(study)
+    if not (study.missing or study.incomplete or untested):
         return []
     lines = ["## Runs not counted", ""]
     for arm, seed, lr in study.missing:
@@ -161,8 +172,15 @@ def _problems(study: Study) -> list[str]:
                                        if done[0].summary.get("error") else "")
                 if done else "missing (no summary.json)")
         lines.append(f"- `{arm}` seed {seed}" + (f" lr {lr:g}" if lr else "") + f": {what}")
+    for run in untested:
+        why = ("completed without a test (its config has test=false)"
+               if run.config.get("test") is False else
+               "completed, but its summary.json records no test error (final "
+               + ", ".join(f"test/{e}" for e in ERRORS if run.test_error(e) is None) + ")")
+        lines.append(f"- `{run.arm}` seed {run.seed}: {why}: left out of those deltas")
     lines += ["", "The deltas below use only the seeds where both runs of a pair completed "
-              "(n says how many). Run the same command again to complete the others.", ""]
+              + ("and tested " if untested else "") + "(n says how many). Run the same "
+              "command again to complete the others.", ""]
     return lines
 
 

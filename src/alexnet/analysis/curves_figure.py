@@ -43,6 +43,7 @@ class Curves:
     # ablation arm: (epoch, mean over the seeds of ablation minus baseline, in points)
     gaps: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     seeds_paired: dict[str, list[Any]] = field(default_factory=dict)
+    left_out: list[Path] = field(default_factory=list)  # runs without the metric in their history
 
 
 def _mean(runs: dict[Any, list[tuple[int, float]]]) -> list[tuple[int, float]]:
@@ -54,18 +55,20 @@ def _mean(runs: dict[Any, list[tuple[int, float]]]) -> list[tuple[int, float]]:
 def study_curves(study: Study | str | os.PathLike, metric: str = VAL_TOP1) -> Curves:
     """The curves of ``metric`` for every arm (and learning rate, in a study that sweeps them)
     of ``study`` (loaded, or its sweep directory), with each ablation's paired gap to the
-    baseline."""
+    baseline. A run whose history holds no ``metric`` is left out of the curves and named, in
+    ``left_out`` and in a note on stderr (not when no run has it: UserError then)."""
     if metric not in CURVE_METRICS:
         raise UserError(f"--metric {metric!r}: one of {', '.join(CURVE_METRICS)}")
     if not isinstance(study, Study):
         study = load_study(study)
     swept = study.spec.get("lrs")  # a study over learning rates (Fig. 1): each rate its curve
     lrs = sorted({r.lr for r in study.runs if r.lr is not None}) if swept else [None]
-    arms = []
+    arms, left_out = [], []
     for arm in study.arms:
         for lr in lrs:
             runs: dict[Any, Run] = study.by_arm(arm, lr)
             histories = {seed: run.history(metric) for seed, run in runs.items()}
+            left_out += [runs[seed].path for seed, h in histories.items() if not h]
             histories = {seed: h for seed, h in histories.items() if h}
             if histories:
                 arms.append(ArmCurves(arm, lr, histories,
@@ -73,7 +76,10 @@ def study_curves(study: Study | str | os.PathLike, metric: str = VAL_TOP1) -> Cu
     if not arms:
         raise UserError(f"no run below {study.directory} has a per-epoch {metric} in its "
                         "summary.json history")
-    curves = Curves(study.name, metric, arms)
+    curves = Curves(study.name, metric, arms, left_out=left_out)
+    for path in left_out:
+        print(f"note: {path} has no per-epoch {metric} in its history: left out of the curves",
+              file=sys.stderr)
     baselines = {a.lr: a for a in arms if a.arm == BASELINE_ARM}
     for ablated in arms:
         base = baselines.get(ablated.lr)
@@ -140,5 +146,6 @@ def curves_record(curves: Curves) -> tuple[dict[str, Any], dict[str, Any]]:
         "study": curves.study, "metric": curves.metric,
         "mean_by_epoch": {_label(a): a.mean for a in curves.arms},
         "gap_points_by_epoch": curves.gaps, "seeds_paired": curves.seeds_paired,
+        "left_out": [str(p) for p in curves.left_out],
     }
     return inputs, measured

@@ -21,7 +21,7 @@ import math
 from statistics import fmean
 from typing import Any
 
-from alexnet.analysis.study import BASELINE, Study, t_interval
+from alexnet.analysis.study import BASELINE, Study, StudyError, t_interval
 from alexnet.names import TRAIN_TOP1
 from alexnet.run_record import Run, epochs_to_error
 
@@ -88,10 +88,19 @@ def fig1_result(study: Study) -> dict[str, Any] | None:
     ``arms[arm]``: ``options`` (one per learning rate: ``lr``, ``runs`` and ``epochs`` by seed,
     ``mean``, ``ended`` by seed), ``best`` (the chosen option) and ``position`` (inside the grid or
     at an edge). ``ratio`` (of the chosen options' means), ``seeds`` (:func:`_ratio`),
-    ``ratio_at_least`` (when tanh never reached 25%: the epochs trained over ReLU's)."""
+    ``ratio_at_least`` (when tanh never reached 25%: the epochs trained over ReLU's).
+
+    StudyError for a completed run of either arm whose history has no training error at all:
+    not a run that never reached 25% (a diverged run may have none: it is counted as not
+    reaching it)."""
     wanted = set(study.spec.get("arms") or []) | {r.arm for r in study.runs}
     if not set(FIG1_ARMS) <= wanted or not study.by_arm(BASELINE):
         return None  # not a comparison of ReLU and tanh (or no ReLU run has completed yet)
+    for run in study.runs:  # its epochs would read "not reached", which they are not
+        if run.arm in FIG1_ARMS and run.status != "diverged" and not run.history(TRAIN_ERROR):
+            raise StudyError(f"{run.path}: a {run.status} run without a per-epoch {TRAIN_ERROR} "
+                             "in its history, which Fig. 1 measures: run that run again, or "
+                             "remove its directory")
     chance = study.runs[0].chance_error
     lrs = sorted({r.lr for r in study.runs}) if study.spec.get("lrs") else [None]
     result: dict[str, Any] = {"arms": {}, "max_epochs": 0}

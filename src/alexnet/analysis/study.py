@@ -5,8 +5,9 @@ A study (``conf/experiment/study_*.yaml``) is one Hydra multirun: every arm (the
 with the baseline's run of the same seed (same data order; same initialisation wherever the
 ablation leaves the shapes alone). This module reads nothing but the runs' ``summary.json``:
 
-- :func:`load_study` finds the runs, checks that they differ only in what an arm and a seed may
-  change, and lists the expected runs that are missing, failed or were interrupted;
+- :func:`load_study` finds the runs, checks that each has a seed and that they differ only in
+  what an arm and a seed may change, and lists the expected runs that are missing, failed or
+  were interrupted;
 - :func:`paired_delta` is the measured delta of one ablation, ablation minus baseline in points
   of error (the paper's sign: what the technique gains), with a Student-t 95% interval over the
   seeds;
@@ -80,8 +81,10 @@ class Study:
 
 
 def load_study(directory: str | os.PathLike) -> Study:
-    """Read every ``summary.json`` below ``directory``; StudyError when there is none or when
-    the completed runs differ in anything but their arm's keys, the seed and a swept lr."""
+    """Read every ``summary.json`` below ``directory``; StudyError when there is none, when a
+    run has no seed, or when the completed runs differ in anything but their arm's keys, the
+    seed and a swept lr. A record that is not a training run's (an evaluation's) is refused by
+    :func:`~alexnet.run_record.read_runs`, naming it."""
     directory = Path(directory)
     if not directory.is_dir():
         raise StudyError(f"{directory} is a file, not a sweep directory" if directory.exists()
@@ -90,6 +93,11 @@ def load_study(directory: str | os.PathLike) -> Study:
         runs = read_runs(directory)
     except RecordError as err:
         raise StudyError(str(err)) from None
+    for run in runs:  # else paired with nothing, and its seed's run listed as missing
+        if run.seed is None:
+            raise StudyError(f"{run.path} records no seed (a run on a random seed): a study "
+                             "pairs its runs by seed; run that run again with its seed, or "
+                             "remove its directory")
     # In a study that sweeps learning rates (Fig. 1), a run that diverged is a result: its rate
     # is too high. Elsewhere it is a run to look at, not a measurement.
     sweeps_lr = any((r.config.get("study") or {}).get("lrs") for r in runs)

@@ -29,8 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from alexnet.exits import DirectoryRemoved
 from alexnet.names import TEST10_TOP1, TEST_TOP1, VAL_TOP1, arm_name
 from alexnet.provenance import git_state
-
-SUMMARY_VERSION = 1
+from alexnet.run_record import SUMMARY_VERSION  # the format's one number, its reader's
 
 
 def _finite(value: float) -> float | None:
