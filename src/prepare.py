@@ -53,7 +53,8 @@ def main(cfg: DictConfig) -> None:
                                 cfg.force, fractions)
         if done is None:
             job = preparation.plan(source, data.get("root"), data.prepared_dir, data.image_size,
-                               **fractions)
+                                   **fractions, expected_classes=data.get("expected_classes"),
+                                   test_folder_required=data.get("test_folder_required", False))
             if len(job.classes) < 2:  # prepared, it would fail only once a run builds its net
                 raise UserError(f"{data.get('root')} holds one class ({job.classes[0]}): a "
                                 f"classifier needs at least two")

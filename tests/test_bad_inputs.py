@@ -86,6 +86,18 @@ def _own_folder(folder: Path) -> None:
     (folder / "thesis.txt").write_text("precious\n")
 
 
+def _cifar_tree(tmp: Path, classes: int, test: bool) -> None:
+    """tmp/images/train/<class>/ (and test/<class>/): a CIFAR-10-like tree of tiny images."""
+    from PIL import Image
+
+    for split in ("train", "test") if test else ("train",):
+        for c in range(classes):
+            folder = tmp / "images" / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for k in range(3):
+                Image.new("RGB", (32, 32), (k * 60, c * 20, 200)).save(folder / f"{k}.jpg")
+
+
 def _tiny_checkpoint(tmp: Path, data_dir: Path, name: str, nan_in: str | None = None) -> None:
     """A checkpoint of the tiny net as src/train.py writes one, with NaN in one tensor if asked."""
     from hydra.utils import instantiate
@@ -149,6 +161,16 @@ CASES = [
     Case("eval_checkpoint_last", "eval", ["ckpt_path=last"],
          "error: invalid configuration: ckpt_path=last resumes training (src/train.py); "
          "src/eval.py needs the checkpoint's path: logs/train/runs/<run>/checkpoints/last.ckpt", 2),
+    # data=cifar10_folder is CIFAR-10's own tree: its test/ the test split, its 10 classes.
+    Case("cifar10_folder_without_test", "prepare",
+         ["data=cifar10_folder", "data.root={tmp}/images", "data.prepared_dir={tmp}/prepared"],
+         "error: {tmp}/images has no test/<class>/ folder, which is this dataset's test split "
+         "(data.test_folder_required=true): give the tree that has it", 2,
+         setup=lambda tmp, d: _cifar_tree(tmp, classes=10, test=False)),
+    Case("cifar10_folder_of_three_classes", "prepare",
+         ["data=cifar10_folder", "data.root={tmp}/images", "data.prepared_dir={tmp}/prepared"],
+         "error: {tmp}/images holds 3 classes, not the 10 of data.expected_classes: give the "
+         "dataset's own tree", 2, setup=lambda tmp, d: _cifar_tree(tmp, classes=3, test=True)),
     Case("prepare_fractional_image_size", "prepare", ["data=imagefolder", "data.image_size=40.5"],
          "error: invalid configuration: data.image_size must be a whole number, got 40.5", 2),
     Case("prepare_interpolation_of_nothing", "prepare", ["data=imagefolder", "data.root=${{nope}}"],

@@ -15,9 +15,11 @@ import pytest
 from helpers import ROOT, run_entry_point
 
 from alexnet.data import sources
+from alexnet.data.datamodule import PreparedDataModule
 
 sys.path.insert(0, str(ROOT / "src"))
 from alexnet.data.prepared import open_split
+from alexnet.exits import DataError
 from device_check import extract_subset  # noqa: E402
 
 ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpeg" / "CIFAR-10-images.tar.gz"
@@ -117,12 +119,20 @@ def test_without_a_test_split_the_run_says_val_chose(cifar_tree: Path, tmp_path:
     (tree / "train").symlink_to(cifar_tree / "train")
     (tree / "val").symlink_to(cifar_tree / "test")  # a train/ + val/ tree, as ILSVRC-2012
     prepared = tmp_path / "prepared"
-    result = run_entry_point("prepare.py", ["data=cifar10_folder", f"data.root={tree}",
+    # data=cifar10_folder wants CIFAR-10's own test/ (refused without it, test_bad_inputs.py);
+    # a tree of other splits says so with data.test_folder_required=false.
+    other = ["data=cifar10_folder", "data.test_folder_required=false"]
+    result = run_entry_point("prepare.py", [*other, f"data.root={tree}",
                                             f"data.prepared_dir={prepared}"],
                              tmp_path, tmp_path / "data")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "train 200, val 40 images" in result.stdout
-    args = ["experiment=cifar10_13pct", "data=cifar10_folder", f"data.prepared_dir={prepared}",
+    # Trained on as data=cifar10_folder, that dataset is refused: its test is no test/ folder.
+    strict = PreparedDataModule(str(prepared), source="imagefolder", image_size=32, crop_size=24,
+                                expected_classes=10, test_folder_required=True)
+    with pytest.raises(DataError, match="has no test split from a test/ folder"):
+        strict.prepare_data()
+    args = ["experiment=cifar10_13pct", *other, f"data.prepared_dir={prepared}",
             "data.root=null", "trainer.max_epochs=1", "data.batch_size=50", *FAST]
     result = run_entry_point("train.py", args, tmp_path, tmp_path / "data")
     assert result.returncode == 0, result.stderr[-2000:]

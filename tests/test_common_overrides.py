@@ -24,6 +24,7 @@ from lightning.pytorch.callbacks import (
     ProgressBar,
 )
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from omegaconf import OmegaConf
 
 import alexnet.jobs.train as train_job
 from alexnet.exits import UserError
@@ -211,6 +212,27 @@ def test_a_run_recorded_before_the_new_trainer_keys_still_counts_as_completed(
                                        "trainer.enable_checkpointing=false"], tmp_path, data_dir)
     with pytest.raises(UserError, match=r"differs in trainer.enable_checkpointing\)"):
         completed_summary(tmp_path / "summary.json", changed)
+
+
+def test_a_cifar10_folder_run_recorded_before_its_layout_checks_is_the_same_run(
+        tmp_path: Path, data_dir: Path) -> None:
+    """data.expected_classes and data.test_folder_required check the tree and change nothing a
+    run computes: the committed CIFAR-10 studies, recorded before them, still count as completed
+    (skip_completed), and their checkpoints still resume."""
+    from alexnet.training.checkpoints import config_differences
+
+    cfg = compose_config("train", ["experiment=study_fig1_cifar10_jpeg", "skip_completed=true",
+                                   f"data.prepared_dir={tmp_path}/prepared"], tmp_path, data_dir)
+    recorded = OmegaConf.to_container(cfg, resolve=True)
+    assert (recorded["data"]["expected_classes"], recorded["data"]["test_folder_required"]) == (
+        10, True)
+    for key in ("expected_classes", "test_folder_required"):
+        del recorded["data"][key]
+    (tmp_path / "summary.json").write_text(json.dumps({
+        "task": "train", "status": "completed", "seed": 1, "final": {"val/top1_err": 0.5},
+        "config": recorded}))
+    assert completed_summary(tmp_path / "summary.json", cfg) is not None
+    assert config_differences(recorded, OmegaConf.to_container(cfg, resolve=True)) == []
 
 
 @pytest.mark.parametrize("arg, instead", [("logger=null", "logger=none or ~logger"),

@@ -47,7 +47,9 @@ class PreparedDataModule(L.LightningDataModule):
 
     ``source``, ``root``, ``val_fraction`` and ``test_fraction`` say how ``prepared_dir`` is made
     from the user's files (``src/prepare.py``); training only reads ``prepared_dir``, and uses
-    them to check it and to say how to make it when it is missing.
+    them to check it and to say how to make it when it is missing. ``expected_classes`` and
+    ``test_folder_required`` (data=cifar10_folder) are checked by src/prepare.py against the
+    tree, and here against the prepared dataset.
     """
 
     def __init__(
@@ -58,6 +60,8 @@ class PreparedDataModule(L.LightningDataModule):
         root: str | None = None,
         val_fraction: float | None = None,
         test_fraction: float | None = None,
+        expected_classes: int | None = None,
+        test_folder_required: bool = False,
         image_size: int = 256,
         crop_size: int = 227,
         batch_size: int = 128,
@@ -89,6 +93,7 @@ class PreparedDataModule(L.LightningDataModule):
         self.root = Path(prepared_dir)
         self.source, self.source_root, self.val_fraction = source, root, val_fraction
         self.test_fraction = test_fraction
+        self.expected_classes, self.test_folder_required = expected_classes, test_folder_required
         self.image_size, self.crop_size = image_size, crop_size
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -143,6 +148,12 @@ class PreparedDataModule(L.LightningDataModule):
                 f"{self.root} was prepared from {made_from['root']}, not data.root="
                 f"{self.source_root}: prepare that into another data.prepared_dir"
             )
+        if self.expected_classes is not None and stats["num_classes"] != self.expected_classes:
+            raise DataError(f"{self.root} holds {stats['num_classes']} classes, not the "
+                            f"{self.expected_classes} of data.expected_classes")
+        if self.test_folder_required and stats.get("splits", {}).get("test") != "test/":
+            raise DataError(f"{self.root} has no test split from a test/ folder "
+                            f"(data.test_folder_required=true): prepare the dataset's own tree")
         return stats
 
     def prepare_data(self) -> None:

@@ -20,8 +20,12 @@ def plan(
     image_size: int,
     val_fraction: float | None = None,
     test_fraction: float | None = None,
+    expected_classes: int | None = None,
+    test_folder_required: bool = False,
 ) -> writer.Job:
-    """Find and check the source's files; the job that writes them to ``prepared_dir``."""
+    """Find and check the source's files; the job that writes them to ``prepared_dir``.
+    ``expected_classes`` and ``test_folder_required`` (an image-folder tree, e.g.
+    data=cifar10_folder): DataError for a tree of another number of classes, or without test/."""
     if source not in registry.SOURCES:
         raise DataError(f"data.source must be one of {list(registry.SOURCES)}, got {source!r}")
     if source == "cifar10":
@@ -44,6 +48,12 @@ def plan(
         imagenet.find_imagenet(root) if source == "imagenet"
         else sources.find_imagefolder(root, val_fraction, test_fraction)
     )
+    if test_folder_required and (listing.origins or {}).get("test") != "test/":
+        raise DataError(f"{root} has no test/<class>/ folder, which is this dataset's test split "
+                        "(data.test_folder_required=true): give the tree that has it")
+    if expected_classes is not None and len(listing.classes) != expected_classes:
+        raise DataError(f"{root} holds {len(listing.classes)} classes, not the "
+                        f"{expected_classes} of data.expected_classes: give the dataset's own tree")
     splits = {
         name: writer.Split(labels=listing.labels[name], reader=ImageFiles(listing.files[name]),
                            identity=listing.files[name],

@@ -150,6 +150,13 @@ def prepare_problems(cfg: DictConfig) -> list[str]:
     for key in ("force", "progress"):
         if not isinstance(cfg.get(key), bool):
             problems.append(f"{key} must be true or false, got {cfg.get(key)!r}")
+    expected = OmegaConf.select(cfg, "data.expected_classes")
+    if expected is not None and not _whole_number(expected, at_least=2):
+        problems.append(f"data.expected_classes must be a whole number >= 2 (or null: any), got "
+                        f"{expected!r}")
+    required = OmegaConf.select(cfg, "data.test_folder_required")
+    if required is not None and not isinstance(required, bool):
+        problems.append(f"data.test_folder_required must be true or false, got {required!r}")
     return problems
 
 

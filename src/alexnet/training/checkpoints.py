@@ -120,10 +120,10 @@ def config_differences(before: dict[str, Any], now: dict[str, Any],
                        ignore: tuple[str, ...] = ()) -> list[str]:
     """Keys of ``sections`` whose values differ: what a resumed run may not change (the data's
     loader settings, and the keys in ``ignore``, excepted)."""
-    from alexnet.run_record import flatten_config
+    from alexnet.run_record import DATA_CHECK_KEYS, flatten_config
 
     free = ("data.num_workers", "data.pin_memory", "data.eval_batch_size", "data.prepared_dir",
-            "data.ten_crop", *ignore)
+            "data.ten_crop", *DATA_CHECK_KEYS, *ignore)
     a = {k: v for k, v in flatten_config({s: before.get(s) for s in sections}).items()
          if not k.startswith(free)}
     b = {k: v for k, v in flatten_config({s: now.get(s) for s in sections}).items()
