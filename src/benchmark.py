@@ -58,6 +58,10 @@ def main() -> None:
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch's CPU threads (default: torch's, one per core)")
     args = parser.parse_args()
+    if args.json.is_dir() or any(parent.is_file() for parent in args.json.parents):
+        print(f"error: --json {args.json} cannot be written (a folder is there, or a file above "
+              "it): give the path of a JSON file", file=sys.stderr)
+        sys.exit(exits.USER_ERROR)
     try:
         # The values checked before Lightning's seconds of import (nothing is written there).
         checked_run_config(args, Path(tempfile.gettempdir()) / "alexnet-benchmark")

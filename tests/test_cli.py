@@ -147,8 +147,12 @@ def test_a_mistake_hydra_finds_is_answered_before_torch_is_imported(entry: str, 
      "error: invalid configuration: optimizer.lr must be a number, got 'fast'"),
     ("benchmark_data.py", ["--images", "no-such-folder"],
      "error: no-such-folder does not exist: pass --images DIR of JPEGs"),
+    ("benchmark.py", ["--tiny", "--json", "."],
+     "error: --json . cannot be written (a folder is there, or a file above it): give the path "
+     "of a JSON file"),
 ], ids=["train_lr_a_word", "train_contradicting_ablations", "eval_ten_crop_a_number",
-        "eval_no_checkpoint", "benchmark_lr_a_word", "benchmark_data_no_images"])
+        "eval_no_checkpoint", "benchmark_lr_a_word", "benchmark_data_no_images",
+        "benchmark_json_a_folder"])
 def test_a_mistaken_value_is_answered_before_lightning_is_imported(
         entry: str, args: list[str], says: str, tmp_path: Path) -> None:
     """The entry points check the values (src/train.py's and src/eval.py's checks, which need no

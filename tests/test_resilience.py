@@ -293,3 +293,36 @@ def test_one_exit_status_table_matches_readme() -> None:
     entry_points = [*(ROOT / "src").glob("*.py"), ROOT / "ablations" / "report.py"]
     for path in entry_points:
         assert not re.search(r"sys\.exit\(\d+\)|return [0-9]+\n", path.read_text()), path
+
+
+@pytest.mark.parametrize("folder", ["runs/plain", "log dir=x", "a,b", 'q"uote', "back\\slash",
+                                    "it's", "[x]", "end\\"])
+def test_the_printed_resume_command_can_be_pasted(folder: str, tmp_path: Path) -> None:
+    """The resume command names the checkpoint so that the shell and then Hydra read back its
+    path, whatever the folder's name holds ('=' and ',' are Hydra's own signs)."""
+    import shlex
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from alexnet.training.checkpoints import resume_command
+
+    ckpt = tmp_path / folder / "checkpoints" / "last.ckpt"
+    argv = shlex.split(resume_command(ckpt, ["experiment=demo", "ckpt_path=old"]))
+    assert argv[:3] == ["python", "src/train.py", "experiment=demo"] and len(argv) == 4
+    assert OverridesParser.create().parse_override(argv[3]).value() == str(ckpt)
+
+
+def test_a_run_resumed_from_a_moved_folder_tests_the_checkpoint_where_it_is_now(
+        tmp_path: Path, data_dir: Path) -> None:
+    """Lightning restores the path of the checkpoint val chose as the first run recorded it (a
+    finished run resumed trains no more and tests that one); its folder moved since, the test
+    reads it beside the checkpoint resumed from."""
+    first = [*TINY, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false"]
+    train(compose_config("train", first, tmp_path / "first", data_dir))
+    (tmp_path / "first").rename(tmp_path / "moved")
+    resumed = tmp_path / "moved" / "checkpoints" / "last.ckpt"
+    again = [*first[:-1], f"ckpt_path={resumed}"]
+    summary = train(compose_config("train", again, tmp_path / "second", data_dir))
+    assert summary["status"] == "completed" and "test/top1_err" in summary["final"]
+    assert summary["checkpoints"]["best"] == str(tmp_path / "moved" / "checkpoints" /
+                                                 "epoch_000.ckpt")

@@ -191,6 +191,14 @@ def hydra_errors_in_one_line() -> Iterator[None]:
                 print(f"error: --resolve: {one_line(err)}{unresolvable_hint(sys.argv)}",
                       file=sys.stderr)
                 sys.exit(USER_ERROR)
+            except (UserError, RunStopped) as err:
+                # A sweep's failed run, raised again by Hydra once every run has had its turn
+                # (reports_user_errors printed its line when it failed): said in one more line.
+                if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                    raise
+                print(f"error: the sweep ran every run, and at least one failed (its line is "
+                      f"above: {one_line(err)})", file=sys.stderr)
+                sys.exit(USER_ERROR if isinstance(err, UserError) else err.exit_code)
 
         return report(composed)
 

@@ -18,7 +18,7 @@ from alexnet.callbacks.history import MetricHistory
 from alexnet.callbacks.run_guard import RunGuard
 from alexnet.callbacks.throughput import ImageThroughput
 from alexnet.claims import paper_comparison
-from alexnet.exits import Interrupted, building
+from alexnet.exits import Interrupted, UserError, building
 from alexnet.jobs.build import build_data, build_trainer, checkpointing, scale_lr
 from alexnet.jobs.checks import check_parallel, check_record_path, completed_summary
 from alexnet.jobs.config_checks import check_train_config
@@ -147,7 +147,8 @@ def fit_and_test(run: TrainingRun) -> tuple[str | None, BaseException | None]:
     try:
         # weights_only: a checkpoint holds tensors and plain containers only (run_guard.py)
         trainer.fit(module, datamodule=datamodule, ckpt_path=run.resume, weights_only=True)
-        best_path = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+        best_path = where_now(getattr(trainer.checkpoint_callback, "best_model_path", "")
+                              or None, run.resume)
         if run.cfg.get("test") and not trainer.interrupted and guard.request.signum is None:
             trainer.test(module, datamodule=datamodule, ckpt_path=best_path, weights_only=True)
         if guard.request.signum is not None:  # it came after the last batch: resume from last
@@ -161,6 +162,19 @@ def fit_and_test(run: TrainingRun) -> tuple[str | None, BaseException | None]:
     finally:
         guard.request.restore()
     return best_path, error
+
+
+def where_now(best: str | None, resumed: str | None) -> str | None:
+    """The checkpoint val chose, where it is now. A resumed run's may be one of the run it
+    resumed (Lightning restores its path): if that run's folder has moved since, it lies beside
+    the checkpoint resumed from. UserError if it is nowhere."""
+    if best is None or resumed is None or Path(best).is_file():
+        return best
+    beside = Path(resumed).parent / Path(best).name
+    if beside.is_file():
+        return str(beside)
+    raise UserError(f"the checkpoint validation chose, {best}, is gone (it is not beside "
+                    f"{resumed} either): test it with src/eval.py where it is now")
 
 
 def record(run: TrainingRun, best_path: str | None, error: BaseException | None,

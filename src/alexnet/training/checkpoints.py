@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import shlex
 import warnings
 import zipfile
@@ -111,8 +112,18 @@ def _first_line(err: BaseException) -> str:
 def resume_command(ckpt: str | os.PathLike, overrides: list[str]) -> str:
     """The command that resumes a run: its own overrides, and the checkpoint."""
     kept = [o for o in overrides if not o.startswith(("ckpt_path=", "+ckpt_path="))]
-    args = " ".join(shlex.quote(o) for o in [*kept, f"ckpt_path={ckpt}"])
+    args = " ".join(shlex.quote(o) for o in [*kept, f"ckpt_path={hydra_value(str(ckpt))}"])
     return f"python src/train.py {args}"
+
+
+def hydra_value(text: str) -> str:
+    """``text`` as a value of a Hydra override: as it is where Hydra's grammar reads it so, else
+    double-quoted (a path with ``=``, ``,`` or a space), its quotes escaped and the backslashes
+    before a quote or the end doubled (Hydra reads a backslash elsewhere as itself)."""
+    if re.fullmatch(r"[\w./~+@%-]+", text):
+        return text
+    escaped = re.sub(r'(\\+)(?="|$)', lambda m: m.group(1) * 2, text).replace('"', '\\"')
+    return f'"{escaped}"'
 
 
 def config_differences(before: dict[str, Any], now: dict[str, Any],
