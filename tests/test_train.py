@@ -203,3 +203,20 @@ def test_testing_an_earlier_best_checkpoint_keeps_every_epoch(tmp_path: Path,
     assert summary["checkpoints"]["best"].endswith("epoch_000.ckpt")
     assert [row["epoch"] for row in summary["history"]] == [0, 1, 2]
     assert "test/top1_err" in summary["final"]
+
+
+def test_a_completed_run_is_not_replaced_by_another_in_its_directory(
+        tmp_path: Path, data_dir: Path) -> None:
+    """A run directory given again (hydra.run.dir=...) holding a completed run: refused before
+    any work, the record and checkpoints kept; skip_completed=true keeps it, ckpt_path resumes."""
+    short = [*TINY, "trainer.max_epochs=1", "trainer.limit_train_batches=1", "test=false"]
+    train(compose_config("train", short, tmp_path, data_dir))
+    record = (tmp_path / "summary.json").read_text()
+    kept = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    with pytest.raises(UserError, match=r"holds a completed run \(its summary.json\), which this "
+                                        r"run would replace: choose another run directory"):
+        train(compose_config("train", [*short, "model.activation=tanh"], tmp_path, data_dir))
+    assert (tmp_path / "summary.json").read_text() == record
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == kept
+    assert train(compose_config("train", [*short, "skip_completed=true"], tmp_path,
+                                data_dir)) == json.loads(record)

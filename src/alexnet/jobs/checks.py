@@ -52,6 +52,23 @@ def check_record_path(path: Path) -> None:
                         "or choose another run directory (hydra.run.dir)")
 
 
+def refuse_replacing_a_completed_run(path: Path, cfg: DictConfig) -> None:
+    """A completed run's record and checkpoints are never replaced by another run's (a run
+    directory given again, ``hydra.run.dir=...``): UserError, unless this run resumes one
+    (``ckpt_path``; a finished run resumed is tested again) or keeps it (``skip_completed``,
+    checked before). A damaged or unfinished record is replaced, as a sweep started again does."""
+    if cfg.get("ckpt_path") or not path.is_file():
+        return
+    try:
+        status = read_summary(path).get("status")
+    except RecordError:
+        return
+    if status == "completed":
+        raise UserError(f"{path.parent} holds a completed run (its summary.json), which this run "
+                        "would replace: choose another run directory, give skip_completed=true "
+                        "to keep it, or remove it")
+
+
 def completed_summary(path: Path, cfg: DictConfig) -> dict[str, Any] | None:
     """The summary of a run of this configuration that completed in this directory before, else
     None (never finished, failed or interrupted: run again). UserError if the directory holds a
@@ -66,12 +83,14 @@ def completed_summary(path: Path, cfg: DictConfig) -> dict[str, Any] | None:
     if summary.get("status") != "completed":
         return None
     current = json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=True), default=str))
-    # The study's own spec (its list of arms and seeds) may grow between two runs of the sweep.
+    # The study's own spec (its list of arms and seeds) may grow between two runs of the sweep;
+    # skip_completed only says whether to skip it.
     before = comparable(flatten_config(summary.get("config") or {}))
     now = comparable(flatten_config(current))
     differing = sorted(
         key for key in before.keys() | now.keys()
-        if before.get(key) != now.get(key) and not key.startswith(("study.", "tags"))
+        if before.get(key) != now.get(key)
+        and not key.startswith(("study.", "tags", "skip_completed"))
     )
     if differing:
         shown = ", ".join(differing[:5]) + (" ..." if len(differing) > 5 else "")

@@ -20,7 +20,12 @@ from alexnet.callbacks.throughput import ImageThroughput
 from alexnet.claims import paper_comparison
 from alexnet.exits import Interrupted, UserError, building
 from alexnet.jobs.build import build_data, build_trainer, checkpointing, scale_lr
-from alexnet.jobs.checks import check_parallel, check_record_path, completed_summary
+from alexnet.jobs.checks import (
+    check_parallel,
+    check_record_path,
+    completed_summary,
+    refuse_replacing_a_completed_run,
+)
 from alexnet.jobs.config_checks import check_train_config
 from alexnet.jobs.resume import check_resume_layout, resume_path
 from alexnet.names import BASELINE_ARM
@@ -89,6 +94,7 @@ def check(cfg: DictConfig, out: Path) -> tuple[list[dict[str, Any]], dict[str, A
         if done is not None:
             print(f"skipped: {out} has completed already (skip_completed=true)", file=sys.stderr)
             return ablations, done
+    refuse_replacing_a_completed_run(out / "summary.json", cfg)
     with building("invalid configuration"):
         parallel.check_devices(cfg.trainer)  # before Lightning's less helpful messages
         scale_lr(cfg)
