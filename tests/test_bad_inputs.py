@@ -467,3 +467,23 @@ def test_unwritable_log_directory(tmp_path: Path, data_dir: Path) -> None:
 def test_the_table_is_large_enough() -> None:
     assert len(CASES) + 1 >= 20
     assert np.unique([c.entry for c in CASES]).size == 3
+
+
+def test_a_checkpoint_of_another_network_is_said_in_a_short_line(
+        tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    """Weights of the two-column net under a config that names the one-column net: the first
+    misfit tensor and how many more, not PyTorch's kilobytes listing every tensor."""
+    _tiny_checkpoint(tmp_path, data_dir, "two_columns.ckpt")
+    checkpoint = torch.load(tmp_path / "two_columns.ckpt", weights_only=True)
+    checkpoint["alexnet_config"]["model"]["columns"] = 1
+    torch.save(checkpoint, tmp_path / "named_one_column.ckpt")
+    cfg = compose_config("eval", [f"ckpt_path={tmp_path / 'named_one_column.ckpt'}",
+                                  f"paths.log_dir={tmp_path}/logs"], tmp_path / "out", data_dir)
+    with pytest.raises(SystemExit) as stopped:
+        reports_user_errors(evaluate)(cfg)
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert stopped.value.code == 2 and len(line) < 400, line
+    assert line == (f"error: cannot evaluate: {tmp_path / 'named_one_column.ckpt'} does not fit "
+                    "the dataset or model it names: size mismatch for net.conv1.weight: the "
+                    "checkpoint's [96, 3, 11, 11] against the network's [48, 3, 11, 11] (and 7 "
+                    "more)")

@@ -37,6 +37,7 @@ from alexnet.training.checkpoints import (
     dataset_config,
     load_checkpoint,
     trained_classes,
+    weights_mismatch,
 )
 from alexnet.training.module import CONFIG_KEY
 
@@ -70,7 +71,7 @@ def load_network(path: str | os.PathLike) -> Loaded:
             net.load_state_dict(state)
         except RuntimeError as err:
             raise ValueError(f"the weights do not fit the network its configuration names "
-                             f"({' '.join(str(err).split())[:200]})") from None
+                             f"({weights_mismatch(err)})") from None
     return Loaded(Path(path), net.eval(), config, trained_classes(checkpoint))
 
 

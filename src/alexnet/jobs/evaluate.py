@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from alexnet.callbacks.history import MetricHistory
-from alexnet.exits import building, one_line
+from alexnet.exits import building
 from alexnet.jobs.build import build_data, build_trainer
 from alexnet.jobs.checks import check_record_path
 from alexnet.jobs.config_checks import check_eval_config
@@ -22,6 +22,7 @@ from alexnet.training.checkpoints import (
     dataset_config,
     load_checkpoint,
     trained_classes,
+    weights_mismatch,
 )
 from alexnet.training.module import CONFIG_KEY, ImageClassifier
 from alexnet.training.summary import build_summary, final_line, write_summary
@@ -53,7 +54,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             module.load_state_dict(checkpoint["state_dict"])
         except RuntimeError as err:
             raise ValueError(
-                f"{cfg.ckpt_path} does not fit the dataset or model it names: {one_line(err)}"
+                f"{cfg.ckpt_path} does not fit the dataset or model it names: "
+                f"{weights_mismatch(err)}"
             ) from None
         module.run_config = OmegaConf.to_container(train_cfg, resolve=True)
         history = MetricHistory()

@@ -126,6 +126,20 @@ def hydra_value(text: str) -> str:
     return f'"{escaped}"'
 
 
+def weights_mismatch(err: RuntimeError) -> str:
+    """``load_state_dict``'s error in one short line: its first problem (a missing, unexpected or
+    misshapen tensor), shapes shortened, and how many more there are. The whole list of an
+    AlexNet's tensors runs to kilobytes."""
+    problems = [" ".join(line.split()) for line in str(err).splitlines()[1:] if line.strip()]
+    if not problems:
+        return " ".join(str(err).split())[:200]
+    first = problems[0].replace("torch.Size(", "").replace("])", "]")
+    first = first.replace("copying a param with shape", "the checkpoint's").replace(
+        "from checkpoint, the shape in current model is", "against the network's").rstrip(". ")
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return (first if len(first) <= 200 else first[:197] + "...") + more
+
+
 def config_differences(before: dict[str, Any], now: dict[str, Any],
                        sections: tuple[str, ...] = ("model", "data", "optimizer", "scheduler"),
                        ignore: tuple[str, ...] = ()) -> list[str]:
