@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, load_script, run_watching_imports
+from helpers import ROOT, fake_fig1_run, load_script, run_watching_imports
 from PIL import Image
 
 from alexnet.analysis.fig1_report import fig1_result
@@ -337,3 +337,18 @@ def test_a_file_where_a_folder_goes(command: str, tmp_path: Path,
         (said,) = capsys.readouterr().err.strip().splitlines()
         assert said == line
         assert file.read_text() == "kept\n" and not (tmp_path / "fig").exists()
+
+
+def test_fig1_of_several_runs_names_one_without_a_training_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Given runs one by one (no study), a run without a per-epoch training error is left out of
+    the figure and named."""
+    from alexnet.analysis.fig1_figure import fig1_curves
+
+    fake_fig1_run(tmp_path, "none", 0.01, 1, [0.5, 0.3, 0.2])
+    fake_fig1_run(tmp_path, "tanh", 0.01, 1, [])
+    runs = [tmp_path / arm / "lr0.01" / "seed1" / "summary.json" for arm in ("none", "tanh")]
+    figure = fig1_curves(runs)
+    assert [c.summary for c in figure.curves] == [runs[0]]
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"note: {runs[1]} has no per-epoch train/top1_err in its history: left out of Fig. 1"]

@@ -71,6 +71,10 @@ def fig1_curves(paths: list[str | os.PathLike]) -> Fig1:
             return Fig1(curves, result["ratio"], result["ratio_at_least"], study.name)
     runs = [run for path in paths for run in read_runs(path)]
     curves = [_curve(run) for run in runs if run.history(TRAIN_TOP1)]
+    for run in runs:  # named, not dropped unsaid
+        if not run.history(TRAIN_TOP1):
+            print(f"note: {run.path} has no per-epoch {TRAIN_TOP1} in its history: left out of "
+                  "Fig. 1", file=sys.stderr)
     if not curves:
         raise UserError("none of the runs found has a per-epoch training error "
                         "(train/top1_err in its summary.json history)")
