@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -62,19 +63,21 @@ def main() -> None:
         print(f"error: --json {args.json} cannot be written (a folder is there, or a file above "
               "it): give the path of a JSON file", file=sys.stderr)
         sys.exit(exits.USER_ERROR)
+    work = Path(tempfile.mkdtemp(prefix="alexnet-speed-"))  # the runs' files, removed after
     try:
-        # The values checked before Lightning's seconds of import (nothing is written there).
-        checked_run_config(args, Path(tempfile.gettempdir()) / "alexnet-benchmark")
+        cfg = checked_run_config(args, work)  # the values, before Lightning's seconds of import
         import torch
 
         from alexnet.benchmarks.speed_comparison import measure, print_table
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        result = measure(args)
+        result = measure(args, cfg, work)
     except (UserError, ValueError, HydraException) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         sys.exit(exits.USER_ERROR)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     print_table(result)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")

@@ -164,8 +164,8 @@ CASES = [
     # data=cifar10_folder is CIFAR-10's own tree: its test/ the test split, its 10 classes.
     Case("cifar10_folder_without_test", "prepare",
          ["data=cifar10_folder", "data.root={tmp}/images", "data.prepared_dir={tmp}/prepared"],
-         "error: {tmp}/images has no test/<class>/ folder, which is this dataset's test split "
-         "(data.test_folder_required=true): give the tree that has it", 2,
+         "error: {tmp}/images has no test split from a test/<class>/ folder "
+         "(data.test_folder_required=true): give the dataset's own tree", 2,
          setup=lambda tmp, d: _cifar_tree(tmp, classes=10, test=False)),
     Case("cifar10_folder_of_three_classes", "prepare",
          ["data=cifar10_folder", "data.root={tmp}/images", "data.prepared_dir={tmp}/prepared"],

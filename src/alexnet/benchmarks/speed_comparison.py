@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import shutil
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from alexnet.benchmarks import hardware
 from alexnet.benchmarks import training_speed as bench
-from alexnet.benchmarks.run_config import checked_run_config, compose_cfg, run_overrides
+from alexnet.benchmarks.run_config import compose_cfg, run_overrides
 from alexnet.exits import building
 
 
@@ -52,83 +52,80 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
-def measure(args: argparse.Namespace) -> dict[str, Any]:
-    """Every figure of the benchmark, as its JSON holds them (``args``: src/benchmark.py's)."""
-    work = bench.make_temp_dir()
-    try:
-        overrides = run_overrides(args, work)
-        cfg = checked_run_config(args, work)  # src/train.py's checks, before anything is measured
-        with building("invalid configuration"):
-            instantiate(cfg.data)  # the data settings' own checks (crop, batch), no data read
-        device = device_of(cfg)
-        where = machine(device)
-        print(f"benchmarking on {device}: {where['gpu'] or where['cpu']}", flush=True)
-        steps = args.steps or (1 if args.tiny else 20 if device.type == "cuda" else 3)
-        rounds = args.rounds or (1 if args.tiny else 5)
-        model = bench.model_only(cfg, device, steps=steps, rounds=rounds,
-                                 warmup=1 if args.tiny else 2)
-        dtype = bench.autocast_dtype(model["precision"])
-        n = args.matmul_n or (128 if args.tiny else 8192 if device.type == "cuda" else 2048)
-        seconds = 0.05 if args.tiny else 2.0
-        peaks = {"float32": hardware.matmul_peak(device, torch.float32, n, seconds),
-                 "bfloat16": None}
-        if dtype is not None:
-            peaks[str(dtype).removeprefix("torch.")] = hardware.matmul_peak(device, dtype, n,
-                                                                            seconds)
-        for name, row in model["rows"].items():
-            peak = peaks["float32"] if name == "baseline" or dtype is None else peaks.get(
-                str(dtype).removeprefix("torch."))
-            row["mfu"] = ratio(row["flops_per_s"], peak)
-        lrn_batch = args.lrn_batch or (2 if args.tiny else 64)
-        lrn_shape = (lrn_batch, 96, 13, 13) if args.tiny else (lrn_batch, 96, 55, 55)
-        lrn = bench.lrn_alone(device, lrn_shape, repeats=1 if args.tiny else 3)
-        local = bench.local_alone(device, args.local_batch or (4 if args.tiny else 128),
-                                  repeats=1 if args.tiny else 5, dtype=dtype)
-        net = instantiate(cfg.model, num_classes=model["num_classes"])
-        update = bench.update_step(net, device, repeats=1 if args.tiny else 5)
+def measure(args: argparse.Namespace, cfg: DictConfig, work: Path) -> dict[str, Any]:
+    """Every figure of the benchmark, as its JSON holds them (``args``: src/benchmark.py's;
+    ``cfg``: the benchmarked run's, :func:`~alexnet.benchmarks.run_config.checked_run_config`;
+    ``work``: where its runs write)."""
+    overrides = run_overrides(args, work)
+    with building("invalid configuration"):
+        instantiate(cfg.data)  # the data settings' own checks (crop, batch), no data read
+    device = device_of(cfg)
+    where = machine(device)
+    print(f"benchmarking on {device}: {where['gpu'] or where['cpu']}", flush=True)
+    steps = args.steps or (1 if args.tiny else 20 if device.type == "cuda" else 3)
+    rounds = args.rounds or (1 if args.tiny else 5)
+    model = bench.model_only(cfg, device, steps=steps, rounds=rounds,
+                             warmup=1 if args.tiny else 2)
+    dtype = bench.autocast_dtype(model["precision"])
+    n = args.matmul_n or (128 if args.tiny else 8192 if device.type == "cuda" else 2048)
+    seconds = 0.05 if args.tiny else 2.0
+    peaks = {"float32": hardware.matmul_peak(device, torch.float32, n, seconds),
+             "bfloat16": None}
+    if dtype is not None:
+        peaks[str(dtype).removeprefix("torch.")] = hardware.matmul_peak(device, dtype, n,
+                                                                        seconds)
+    for name, row in model["rows"].items():
+        peak = peaks["float32"] if name == "baseline" or dtype is None else peaks.get(
+            str(dtype).removeprefix("torch."))
+        row["mfu"] = ratio(row["flops_per_s"], peak)
+    lrn_batch = args.lrn_batch or (2 if args.tiny else 64)
+    lrn_shape = (lrn_batch, 96, 13, 13) if args.tiny else (lrn_batch, 96, 55, 55)
+    lrn = bench.lrn_alone(device, lrn_shape, repeats=1 if args.tiny else 3)
+    local = bench.local_alone(device, args.local_batch or (4 if args.tiny else 128),
+                              repeats=1 if args.tiny else 5, dtype=dtype)
+    net = instantiate(cfg.model, num_classes=model["num_classes"])
+    update = bench.update_step(net, device, repeats=1 if args.tiny else 5)
 
-        e2e: dict[str, Any] = {"fast": None, "off": None}
-        if not args.no_end_to_end:
-            length = [] if args.full_runs else [
-                f"trainer.max_epochs={args.epochs}", "test=false", "trainer.limit_val_batches=0",
-                "trainer.enable_checkpointing=false"]
-            for name, extra in (("fast", []), ("off", off_switches(cfg))):
-                run_cfg = compose_cfg(overrides + length + extra, work, name)
-                e2e[name] = bench.end_to_end(run_cfg, length + extra, work, name)
-        rows = model["rows"]
-        e2e_fast = (e2e["fast"] or {}).get("img_per_s")
-        result = {
-            "environment": machine(device),
-            "config": {"overrides": args.overrides, "tiny": args.tiny,
-                       "batch_size": model["batch_size"], "crop_size": model["crop_size"],
-                       "num_classes": model["num_classes"], "precision": model["precision"],
-                       **bench.speed_options(cfg),
-                       "lrn_impl": cfg.model.get("lrn_impl"), "steps": steps, "rounds": rounds},
-            "flops_per_image": model["flops_per_image"],
-            "matmul_peak_flops": peaks,
-            "compile_s": model["compile_s"],
-            "model_only": rows,
-            "end_to_end": e2e,
-            "lrn": lrn,
-            "locally_connected": local,
-            "update_step": update,
-            "ratios": {
-                "fast_vs_baseline": ratio(rows["fast"]["img_per_s"], rows["baseline"]["img_per_s"]),
-                "lightning_vs_bare_loop": ratio(rows["lightning"]["img_per_s"],
-                                                rows["fast"]["img_per_s"]),
-                "lightning_vs_baseline": ratio(rows["lightning"]["img_per_s"],
-                                               rows["baseline"]["img_per_s"]),
-                "end_to_end_fast_vs_off": ratio(e2e_fast, (e2e["off"] or {}).get("img_per_s")),
-                "end_to_end_vs_model_only": ratio(e2e_fast, rows["fast"]["img_per_s"]),
-                "lrn_fast_vs_stock": lrn["speedup"],
-                "local_fast_vs_unfold": local["speedup"],
-                "update_fused_vs_loop": update["fused_vs_loop"],
-            },
-            "profile": model["profile"],
-        }
-        return result
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    e2e: dict[str, Any] = {"fast": None, "off": None}
+    if not args.no_end_to_end:
+        length = [] if args.full_runs else [
+            f"trainer.max_epochs={args.epochs}", "test=false", "trainer.limit_val_batches=0",
+            "trainer.enable_checkpointing=false"]
+        for name, extra in (("fast", []), ("off", off_switches(cfg))):
+            run_cfg = compose_cfg(overrides + length + extra, work, name)
+            e2e[name] = bench.end_to_end(run_cfg, length + extra, work, name)
+    rows = model["rows"]
+    e2e_fast = (e2e["fast"] or {}).get("img_per_s")
+    result = {
+        "environment": machine(device),
+        "config": {"overrides": args.overrides, "tiny": args.tiny,
+                   "batch_size": model["batch_size"], "crop_size": model["crop_size"],
+                   "num_classes": model["num_classes"], "precision": model["precision"],
+                   **bench.speed_options(cfg),
+                   "lrn_impl": cfg.model.get("lrn_impl"), "steps": steps, "rounds": rounds},
+        "flops_per_image": model["flops_per_image"],
+        "matmul_peak_flops": peaks,
+        "compile_s": model["compile_s"],
+        "model_only": rows,
+        "end_to_end": e2e,
+        "lrn": lrn,
+        "locally_connected": local,
+        "update_step": update,
+        "ratios": {
+            "fast_vs_baseline": ratio(rows["fast"]["img_per_s"], rows["baseline"]["img_per_s"]),
+            "lightning_vs_bare_loop": ratio(rows["lightning"]["img_per_s"],
+                                            rows["fast"]["img_per_s"]),
+            "lightning_vs_baseline": ratio(rows["lightning"]["img_per_s"],
+                                           rows["baseline"]["img_per_s"]),
+            "end_to_end_fast_vs_off": ratio(e2e_fast, (e2e["off"] or {}).get("img_per_s")),
+            "end_to_end_vs_model_only": ratio(e2e_fast, rows["fast"]["img_per_s"]),
+            "lrn_fast_vs_stock": lrn["speedup"],
+            "local_fast_vs_unfold": local["speedup"],
+            "update_fused_vs_loop": update["fused_vs_loop"],
+        },
+        "profile": model["profile"],
+    }
+    return result
 
 
 def fmt(value: float | None, spec: str, scale: float = 1.0) -> str:

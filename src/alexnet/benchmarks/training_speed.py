@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -288,10 +287,6 @@ def end_to_end(cfg: Any, overrides: list[str], work: Path, name: str) -> dict[st
         "epochs": len(rates), "wall_s": time.perf_counter() - started,
         "status": summary.get("status"),
     }
-
-
-def make_temp_dir(prefix: str = "alexnet-speed-") -> Path:
-    return Path(tempfile.mkdtemp(prefix=prefix))
 
 
 def model_only(cfg: Any, device: torch.device, *, steps: int, rounds: int,

@@ -23,7 +23,7 @@ from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from alexnet.data import prepared, registry, synthetic
+from alexnet.data import prepared, registry, sources, synthetic
 from alexnet.data.loader import (
     Batch,
     PreparedImages,
@@ -148,12 +148,9 @@ class PreparedDataModule(L.LightningDataModule):
                 f"{self.root} was prepared from {made_from['root']}, not data.root="
                 f"{self.source_root}: prepare that into another data.prepared_dir"
             )
-        if self.expected_classes is not None and stats["num_classes"] != self.expected_classes:
-            raise DataError(f"{self.root} holds {stats['num_classes']} classes, not the "
-                            f"{self.expected_classes} of data.expected_classes")
-        if self.test_folder_required and stats.get("splits", {}).get("test") != "test/":
-            raise DataError(f"{self.root} has no test split from a test/ folder "
-                            f"(data.test_folder_required=true): prepare the dataset's own tree")
+        sources.check_expected_layout(self.root, stats["num_classes"],
+                                      stats.get("splits", {}).get("test"), self.expected_classes,
+                                      self.test_folder_required)
         return stats
 
     def prepare_data(self) -> None:

@@ -48,12 +48,8 @@ def plan(
         imagenet.find_imagenet(root) if source == "imagenet"
         else sources.find_imagefolder(root, val_fraction, test_fraction)
     )
-    if test_folder_required and (listing.origins or {}).get("test") != "test/":
-        raise DataError(f"{root} has no test/<class>/ folder, which is this dataset's test split "
-                        "(data.test_folder_required=true): give the tree that has it")
-    if expected_classes is not None and len(listing.classes) != expected_classes:
-        raise DataError(f"{root} holds {len(listing.classes)} classes, not the "
-                        f"{expected_classes} of data.expected_classes: give the dataset's own tree")
+    sources.check_expected_layout(root, len(listing.classes), (listing.origins or {}).get("test"),
+                                  expected_classes, test_folder_required)
     splits = {
         name: writer.Split(labels=listing.labels[name], reader=ImageFiles(listing.files[name]),
                            identity=listing.files[name],

@@ -238,6 +238,19 @@ def _check_fraction(name: str, value: float | None, root: Path, why: str) -> flo
     return float(value)
 
 
+def check_expected_layout(where: str | os.PathLike, classes: int, test_origin: str | None,
+                          expected_classes: int | None, test_folder_required: bool) -> None:
+    """A tree (src/prepare.py) or its prepared copy (a run) that is not the layout its data config
+    names (data=cifar10_folder: 10 classes, its test/ the test split): DataError. ``test_origin``:
+    where the test split came from (``"test/"``, "held out of train/ ...", None)."""
+    if test_folder_required and test_origin != "test/":
+        raise DataError(f"{where} has no test split from a test/<class>/ folder "
+                        "(data.test_folder_required=true): give the dataset's own tree")
+    if expected_classes is not None and classes != expected_classes:
+        raise DataError(f"{where} holds {classes} classes, not the {expected_classes} of "
+                        "data.expected_classes: give the dataset's own tree")
+
+
 def find_imagefolder(root: str | os.PathLike | None, val_fraction: float | None = 0.1,
                      test_fraction: float | None = 0.1) -> Listing:
     """The splits of an image-folder tree: train/ with val/ and/or test/ where it has them; what
