@@ -137,7 +137,10 @@ CASES = [
     *[Case(f"fractional_{key.split('.')[-1]}", "train", [f"{key}={value}"],
            f"error: invalid configuration: {key} must be a whole number, got {value}", 2)
       for key, value in (("trainer.max_epochs", 1.5), ("data.batch_size", 4.5),
-                         ("data.eval_batch_size", 2.5))],
+                         ("data.eval_batch_size", 2.5), ("model.fc_width", 256.5))],
+    Case("odd_fc_width_in_two_columns", "train", ["model.fc_width=255"],
+         "error: invalid configuration: fc_width must be a whole number of at least 2 and even "
+         "(half of fc6 and fc7 in each column), got 255", 2),
     Case("zero_eval_batch", "train", ["data.eval_batch_size=0"],
          "error: invalid configuration: data.eval_batch_size must be at least 1 (or null: "
          "data.batch_size), got 0", 2),

@@ -214,6 +214,34 @@ def test_a_run_recorded_before_the_new_trainer_keys_still_counts_as_completed(
         completed_summary(tmp_path / "summary.json", changed)
 
 
+def test_a_run_recorded_before_model_fc_width_is_the_paper_width(tmp_path: Path,
+                                                                  data_dir: Path) -> None:
+    """model.fc_width joined conf/model after the committed studies: their summaries and
+    checkpoints, without it, are the paper's 4096 (skipped as completed, resumable); a narrower
+    net is another configuration."""
+    from alexnet.models.alexnet import HIDDEN_FC
+    from alexnet.run_record import ADDED_KEYS
+    from alexnet.training.checkpoints import config_differences
+
+    paper = [o for o in BASE if not o.startswith("model.fc_width")]
+    cfg = compose_config("train", [*paper, "skip_completed=true"], tmp_path, data_dir)
+    assert cfg.model.fc_width == HIDDEN_FC == ADDED_KEYS["model.fc_width"] == 4096
+    recorded = OmegaConf.to_container(cfg, resolve=True)
+    del recorded["model"]["fc_width"]
+    (tmp_path / "summary.json").write_text(json.dumps({"task": "train", "status": "completed",
+                                                       "final": {"val/top1_err": 0.5},
+                                                       "config": recorded}))
+    assert completed_summary(tmp_path / "summary.json", cfg) is not None
+    current = OmegaConf.to_container(cfg, resolve=True)
+    assert config_differences(recorded, current) == []
+    narrow = compose_config("train", [*paper, "skip_completed=true", "model.fc_width=256"],
+                            tmp_path, data_dir)
+    assert config_differences(recorded, OmegaConf.to_container(narrow, resolve=True)) == [
+        "model.fc_width"]
+    with pytest.raises(UserError, match=r"differs in model.fc_width\)"):
+        completed_summary(tmp_path / "summary.json", narrow)
+
+
 def test_a_cifar10_folder_run_recorded_before_its_layout_checks_is_the_same_run(
         tmp_path: Path, data_dir: Path) -> None:
     """data.expected_classes and data.test_folder_required check the tree and change nothing a

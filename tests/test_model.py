@@ -62,6 +62,21 @@ def test_parameter_counts() -> None:
     assert meta(num_classes=1000).fc6.in_features == 256 * 6 * 6
 
 
+def test_fc_width_sets_fc6_and_fc7_only() -> None:
+    # The paper's 4096 by default; a narrower net differs in fc6, fc7 and fc8's inputs alone.
+    paper, narrow = meta(num_classes=1000), meta(num_classes=1000, fc_width=256)
+    assert paper.fc_width == 4096 and (paper.fc6.out_features, paper.fc7.out_features) == (4096,
+                                                                                         4096)
+    assert (narrow.fc6.out_features, narrow.fc7.in_features, narrow.fc7.out_features,
+            narrow.fc8.in_features) == (256, 256, 256, 256)
+    fc = {"fc6", "fc7", "fc8"}
+    assert [(n, p.shape) for n, p in paper.named_parameters() if n.split(".")[0] not in fc] == \
+        [(n, p.shape) for n, p in narrow.named_parameters() if n.split(".")[0] not in fc]
+    assert n_params(narrow) == 60_965_224 - sum(
+        p.numel() for n, p in paper.named_parameters() if n.split(".")[0] in fc) + (
+        9216 * 256 + 256 + 256 * 256 + 256 + 256 * 1000 + 1000)
+
+
 def test_feature_sizes_function() -> None:
     for pooling in ("overlapping", "plain"):
         assert feature_sizes(227, pooling) == [55, 27, 27, 13, 13, 13, 13, 6]
@@ -417,6 +432,10 @@ def test_other_crop_sizes(crop: int) -> None:
         ({"crop_size": 63, "conv1_geometry": "cuda_convnet"}, ">= 64"),
         ({"conv1_geometry": "ceil"}, r"conv1_geometry must be one of \('floor', 'cuda_convnet'\)"),
         ({"lrn_size": 4}, "odd"),
+        ({"fc_width": 0}, "fc_width must be a whole number of at least 2 and even"),
+        ({"fc_width": 255}, "fc_width must be a whole number of at least 2 and even"),
+        ({"fc_width": 256.0}, "fc_width must be a whole number of at least 2 and even"),
+        ({"fc_width": 0, "columns": 1}, r"fc_width must be a whole number of at least 1, got 0"),
     ],
 )
 def test_invalid_values(kwargs: dict, message: str) -> None:

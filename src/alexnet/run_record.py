@@ -278,6 +278,7 @@ def flatten_config(node: Any, prefix: str = "") -> dict[str, Any]:
 ADDED_KEYS: dict[str, Any] = {
     "trainer.enable_checkpointing": True,
     "trainer.limit_test_batches": None,
+    "model.fc_width": 4096,
 }
 
 

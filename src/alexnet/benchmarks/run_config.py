@@ -13,8 +13,10 @@ from omegaconf import DictConfig, open_dict
 from alexnet.jobs.config_checks import check_train_config
 from alexnet.provenance import REPO_ROOT
 
-TINY = ["data.image_size=80", "data.crop_size=67", "data.train_per_class=2",
-        "data.val_per_class=1", "data.batch_size=4", "data.num_workers=0"]
+# --tiny: the smallest crop on small built-in images, fc6 and fc7 of 256 neurons (not 4096).
+TINY = ["data.image_size=80", "data.crop_size=67", "model.fc_width=256",
+        "data.train_per_class=2", "data.val_per_class=1", "data.batch_size=4",
+        "data.num_workers=0"]
 QUIET = ["~callbacks.progress_bar", "trainer.enable_progress_bar=false"]
 
 

@@ -17,14 +17,15 @@ from alexnet.training.ablation import applied_ablations, check_ablation_values
 
 # Keys that hold numbers in every configuration that has them (the network's and the data's
 # sizes and rates); the optimizer's and the trainer's are checked below with their ranges.
-NUMBERS = ("model.dropout", "model.lrn_size", "model.lrn_alpha", "model.lrn_beta", "model.lrn_k",
-           "data.image_size", "data.crop_size", "data.batch_size", "data.eval_batch_size",
-           "data.num_workers", "data.val_fraction", "data.test_fraction", "data.scale")
+NUMBERS = ("model.dropout", "model.fc_width", "model.lrn_size", "model.lrn_alpha",
+           "model.lrn_beta", "model.lrn_k", "data.image_size", "data.crop_size",
+           "data.batch_size", "data.eval_batch_size", "data.num_workers", "data.val_fraction",
+           "data.test_fraction", "data.scale")
 # Of those and the trainer's, the counts: 1.5 epochs or a batch of 4.5 would fail deep inside
 # Lightning, the sampler or numpy, with a traceback.
-WHOLE_NUMBERS = ("model.lrn_size", "data.image_size", "data.crop_size", "data.batch_size",
-                 "data.eval_batch_size", "data.num_workers", "trainer.max_epochs",
-                 "trainer.max_steps")
+WHOLE_NUMBERS = ("model.lrn_size", "model.fc_width", "data.image_size", "data.crop_size",
+                 "data.batch_size", "data.eval_batch_size", "data.num_workers",
+                 "trainer.max_epochs", "trainer.max_steps")
 # Switches read as true or false: a word ("no") would be read as true.
 SWITCHES = ("test", "save_last", "skip_completed")
 SEED_RANGE = (0, 2**32 - 1)  # numpy's, which Lightning seeds

@@ -66,7 +66,7 @@ FEATURE_LAYERS: tuple[str, ...] = (
     "conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5",
 )  # fmt: skip
 
-HIDDEN_FC: int = 4096  # fc6 and fc7 (Sec. 3.5)
+HIDDEN_FC: int = 4096  # neurons in fc6 and fc7 (Sec. 3.5), half of them in each column
 
 # Sec. 5: biases are 1 in these layers (so ReLUs start in their positive region), 0 elsewhere.
 _BIAS_ONE_LAYERS = frozenset({"conv2", "conv4", "conv5", "fc6", "fc7"})
@@ -206,6 +206,10 @@ class AlexNet(nn.Module):
             the authors' code (Sec. 3.5's 224x224 input). Identical nets at 227. Only conv1
             changes: cuda-convnet's pools also round up, but at 224 and 227 every pool's window
             fits exactly (55 -> 27 -> 13 -> 6), so PyTorch's pools give the same sizes.
+        fc_width: neurons in fc6 and fc7, the paper's 4096 (Sec. 3.5; 2048 in each column).
+            Smaller is not the paper's net: it makes a run on tiny images cheap where the
+            4096-wide layers would be most of its time and of its checkpoints (the tests' tiny
+            runs use 256). Even in the two-column net, whose columns hold half each.
     """
 
     def __init__(
@@ -229,6 +233,7 @@ class AlexNet(nn.Module):
         remove_conv: int | None = None,
         crop_size: int = 227,
         conv1_geometry: str = "floor",
+        fc_width: int = HIDDEN_FC,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -251,6 +256,11 @@ class AlexNet(nn.Module):
             raise ValueError(
                 f"remove_conv must be None or one of {REMOVABLE_CONVS}, got {remove_conv!r}"
             )
+        if isinstance(fc_width, bool) or not isinstance(fc_width, int) or fc_width < columns \
+                or fc_width % columns:
+            raise ValueError(f"fc_width must be a whole number of at least {columns}"
+                             + (" and even (half of fc6 and fc7 in each column)"
+                                if columns == 2 else "") + f", got {fc_width!r}")
         # Raises for an unknown conv1_geometry or a crop too small.
         sizes = feature_sizes(crop_size, pooling, conv1_geometry)
 
@@ -297,13 +307,14 @@ class AlexNet(nn.Module):
         self.pool5 = nn.MaxPool2d(pool_kernel, pool_stride)
 
         # Fully connected layers see all of the previous layer (Sec. 3.5).
-        self.fc6 = nn.Linear(c5 * sizes[-1] ** 2, HIDDEN_FC)
+        self.fc_width = fc_width
+        self.fc6 = nn.Linear(c5 * sizes[-1] ** 2, fc_width)
         self.act6 = activation_module(activation)
         self.drop6 = _dropout(dropout, dropout_mode)
-        self.fc7 = nn.Linear(HIDDEN_FC, HIDDEN_FC)
+        self.fc7 = nn.Linear(fc_width, fc_width)
         self.act7 = activation_module(activation)
         self.drop7 = _dropout(dropout, dropout_mode)
-        self.fc8 = nn.Linear(HIDDEN_FC, num_classes)
+        self.fc8 = nn.Linear(fc_width, num_classes)
 
         if init == "paper":
             self.init_paper(bias_init)

@@ -144,14 +144,15 @@ def config_differences(before: dict[str, Any], now: dict[str, Any],
                        sections: tuple[str, ...] = ("model", "data", "optimizer", "scheduler"),
                        ignore: tuple[str, ...] = ()) -> list[str]:
     """Keys of ``sections`` whose values differ: what a resumed run may not change (the data's
-    loader settings, and the keys in ``ignore``, excepted)."""
-    from alexnet.run_record import DATA_CHECK_KEYS, flatten_config
+    loader settings, and the keys in ``ignore``, excepted). A key added to conf/ since the
+    checkpoint was written is no difference at the value that does what its absence did."""
+    from alexnet.run_record import comparable, flatten_config
 
     free = ("data.num_workers", "data.pin_memory", "data.eval_batch_size", "data.prepared_dir",
-            "data.ten_crop", *DATA_CHECK_KEYS, *ignore)
-    a = {k: v for k, v in flatten_config({s: before.get(s) for s in sections}).items()
+            "data.ten_crop", *ignore)
+    a = {k: v for k, v in comparable(flatten_config({s: before.get(s) for s in sections})).items()
          if not k.startswith(free)}
-    b = {k: v for k, v in flatten_config({s: now.get(s) for s in sections}).items()
+    b = {k: v for k, v in comparable(flatten_config({s: now.get(s) for s in sections})).items()
          if not k.startswith(free)}
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
